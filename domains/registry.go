@@ -1,0 +1,268 @@
+// Package domains is the registry of kmd's domains: the 17 cluster domains
+// and the node's SED store. It opens each store with its key source, runs
+// their rekeys independently, keeps the per-scope rotation schedule and
+// aggregates status.
+package domains
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kmd-project/kmd/internal/fsx"
+	"github.com/kmd-project/kmd/logs"
+	"github.com/kmd-project/kmd/provider"
+	"github.com/kmd-project/kmd/rekey"
+)
+
+// ClusterDomains are the cluster scope's domains, in display order.
+var ClusterDomains = []string{
+	"CELOG", "CERTSTORE", "CLOUDPOOLS", "EMAIL", "FTP", "IPMI_MGMT", "JWT", "LHOTSE",
+	"NDMP", "NETWORK", "PSTORE", "RICE", "S3", "SIQ", "SNMP", "SRS", "SSO",
+}
+
+// SEDDomain is the node's self-encrypting-drive key store.
+const SEDDomain = "SED"
+
+// Errors.
+var (
+	ErrUnknownDomain = errors.New("unknown domain")
+	ErrUnknownScope  = errors.New("unknown scope")
+	// ErrUnavailable: the domain could not be opened; its error says why.
+	ErrUnavailable = errors.New("domain unavailable")
+)
+
+// Domain statuses (SPEC: cluster status).
+const (
+	StatusActive     = "ACTIVE"
+	StatusInProgress = "IN_PROGRESS"
+	StatusFailed     = "FAILED"
+)
+
+// Config configures a Registry.
+type Config struct {
+	DataDir       string
+	NodeID        int
+	RetryInterval time.Duration // default 15m
+	BatchSize     int
+	Events        rekey.Emitter
+	Log           *zap.Logger
+	Clock         rekey.Clock
+	// TickMax bounds how long the scheduler sleeps (default 1m).
+	TickMax time.Duration
+	// Sources holds key sources other than the local one, by location.
+	Sources map[string]provider.KeySource
+	SQLite  provider.SQLiteOptions
+	// Trace, if set, is called at each step of every rekey (tests).
+	Trace func(domain, step string)
+}
+
+// Domain is one opened domain.
+type Domain struct {
+	Name  string
+	Scope string
+	Vault *provider.Vault
+
+	engine *rekey.Engine
+	store  *provider.SQLiteStore
+	// openErr says why the domain could not be opened; nil when it was.
+	openErr error
+}
+
+// Registry holds every domain.
+type Registry struct {
+	cfg    Config
+	lg     *zap.Logger
+	local  *provider.LocalKeys
+	byName map[string]*Domain
+	order  []*Domain
+	sched  *rekey.Scheduler
+
+	mu        sync.Mutex
+	schedules map[string]*rekey.ScopeSchedule
+}
+
+// Scopes lists the scopes.
+var Scopes = []string{logs.ScopeCluster, logs.ScopeSED}
+
+// ScopeDomains returns the domains of a scope.
+func ScopeDomains(scope string) ([]string, error) {
+	switch scope {
+	case logs.ScopeCluster:
+		return ClusterDomains, nil
+	case logs.ScopeSED:
+		return []string{SEDDomain}, nil
+	}
+	return nil, fmt.Errorf("%w %q: want cluster or sed", ErrUnknownScope, scope)
+}
+
+func scopeOf(domain string) string {
+	if domain == SEDDomain {
+		return logs.ScopeSED
+	}
+	return logs.ScopeCluster
+}
+
+// Open opens every domain under cfg.DataDir, creating missing stores with a
+// fresh MK, resumes interrupted rekeys and starts the scheduler. A domain
+// that cannot be opened is reported FAILED; the others work.
+func Open(ctx context.Context, cfg Config) (*Registry, error) {
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = rekey.SystemClock
+	}
+	if cfg.TickMax <= 0 {
+		cfg.TickMax = time.Minute
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = rekey.DefaultRetryInterval
+	}
+	if cfg.NodeID <= 0 {
+		cfg.NodeID = 1
+	}
+	if err := fsx.MkdirPrivate(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := fsx.MkdirPrivate(filepath.Join(cfg.DataDir, "stores")); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	local, err := provider.NewLocalKeys(filepath.Join(cfg.DataDir, "keys"))
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{cfg: cfg, lg: cfg.Log, local: local, byName: map[string]*Domain{}}
+	if err := r.loadSchedules(); err != nil {
+		return nil, err
+	}
+	for _, name := range append(slices.Clone(ClusterDomains), SEDDomain) {
+		d := r.open(ctx, name)
+		r.byName[name] = d
+		r.order = append(r.order, d)
+	}
+	for _, d := range r.order {
+		if d.engine != nil {
+			d.engine.Resume()
+		}
+	}
+	r.sched = rekey.NewScheduler(cfg.Log, cfg.TickMax, func() time.Time { return r.Tick(cfg.Clock.Now()) })
+	r.sched.Start()
+	return r, nil
+}
+
+// Sources resolves a location to its key source.
+func (r *Registry) Sources(location string) (provider.KeySource, error) {
+	if location == provider.LocationLocal {
+		return r.local, nil
+	}
+	if s, ok := r.cfg.Sources[location]; ok {
+		return s, nil
+	}
+	return nil, fmt.Errorf("no key source %q", location)
+}
+
+// StorePath returns the database file of a domain.
+func (r *Registry) StorePath(domain string) string {
+	return filepath.Join(r.cfg.DataDir, "stores", domain+".db")
+}
+
+func (r *Registry) open(ctx context.Context, name string) *Domain {
+	d := &Domain{Name: name, Scope: scopeOf(name)}
+	lg := r.lg.With(zap.String(logs.Domain, name))
+	path := r.StorePath(name)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		// A domain with key files but no store lost its store: creating an
+		// empty one would hide that every entry is gone.
+		if ids, _ := r.local.List(name); len(ids) > 0 {
+			d.openErr = fmt.Errorf("domain %s: store %s is missing but %d key file(s) exist; restore the store from backup", name, path, len(ids))
+			lg.Error("open domain", zap.Error(d.openErr))
+			return d
+		}
+	}
+	st, err := provider.OpenSQLite(path, r.cfg.SQLite)
+	if err != nil {
+		d.openErr = fmt.Errorf("domain %s: %w", name, err)
+		lg.Error("open domain", zap.Error(d.openErr))
+		return d
+	}
+	d.store = st
+	d.Vault = provider.NewVault(name, st)
+	loadErr := d.Vault.LoadKeys(ctx, r.Sources)
+	if loadErr != nil {
+		lg.Error("load keys", zap.Error(loadErr))
+	}
+	var trace func(string)
+	if r.cfg.Trace != nil {
+		trace = func(step string) { r.cfg.Trace(name, step) }
+	}
+	d.engine, err = rekey.New(ctx, rekey.Config{
+		Domain: name, Scope: d.Scope, Node: r.cfg.NodeID, Vault: d.Vault, Sources: r.Sources,
+		Events: r.cfg.Events, Log: r.lg, Clock: r.cfg.Clock, RetryInterval: r.cfg.RetryInterval,
+		BatchSize: r.cfg.BatchSize, OnFinish: r.finished, Trace: trace,
+	})
+	if err != nil {
+		d.openErr = err
+		return d
+	}
+	if loadErr == nil && d.Vault.Current() == "" {
+		if err := d.engine.Init(ctx, provider.LocationLocal); err != nil {
+			d.openErr = fmt.Errorf("domain %s: create first key: %w", name, err)
+			lg.Error("open domain", zap.Error(d.openErr))
+		} else {
+			lg.Info("domain created", zap.String(logs.KeyID, d.Vault.Current()))
+		}
+	}
+	return d
+}
+
+// Domain returns a domain by name.
+func (r *Registry) Domain(name string) (*Domain, error) {
+	d, ok := r.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownDomain, name)
+	}
+	return d, nil
+}
+
+// Vault returns the vault of a domain that is open.
+func (r *Registry) Vault(name string) (*provider.Vault, error) {
+	d, err := r.Domain(name)
+	if err != nil {
+		return nil, err
+	}
+	if d.openErr != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, d.openErr)
+	}
+	return d.Vault, nil
+}
+
+// Close stops the scheduler and every rekey (a batch in flight is rolled
+// back; the rekey resumes at the next start) and closes the stores.
+func (r *Registry) Close() error {
+	if r.sched != nil {
+		r.sched.Stop()
+	}
+	var wg sync.WaitGroup
+	for _, d := range r.order {
+		if d.engine != nil {
+			wg.Go(d.engine.Close)
+		}
+	}
+	wg.Wait()
+	var errs []error
+	for _, d := range r.order {
+		if d.store != nil {
+			errs = append(errs, d.store.Close())
+		}
+	}
+	return errors.Join(errs...)
+}

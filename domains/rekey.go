@@ -1,0 +1,235 @@
+package domains
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kmd-project/kmd/internal/fsx"
+	"github.com/kmd-project/kmd/logs"
+	"github.com/kmd-project/kmd/provider"
+	"github.com/kmd-project/kmd/rekey"
+)
+
+// StartRekey starts a rekey of the named domains of scope (all of them when
+// names is empty), each with its new MK at its current MK's location. If
+// any of them is already rekeying, it starts none and says which. A domain
+// whose last rekey failed is retried now. A rekey of the whole scope resets
+// the scope's rotation clock when every domain has completed.
+func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
+	all, err := ScopeDomains(scope)
+	if err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		names = all
+	}
+	var ds []*Domain
+	for _, n := range names {
+		d, err := r.Domain(n)
+		if err != nil {
+			return nil, err
+		}
+		if d.Scope != scope {
+			return nil, fmt.Errorf("%w %q in scope %s", ErrUnknownDomain, n, scope)
+		}
+		if d.openErr != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, d.openErr)
+		}
+		if d.engine.Status().Running {
+			return nil, fmt.Errorf("%w for %s", rekey.ErrInProgress, n)
+		}
+		if !slices.Contains(ds, d) {
+			ds = append(ds, d)
+		}
+	}
+	whole := len(ds) == len(all)
+	if whole {
+		r.mu.Lock()
+		s := r.schedule(scope)
+		s.Pending = slices.Clone(all)
+		s.LastResult = rekey.ResultInProgress
+		err := r.saveSchedulesLocked()
+		r.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+	}
+	var started []string
+	for _, d := range ds {
+		if err := d.engine.Start(r.currentLocation(d)); err != nil {
+			return started, err
+		}
+		started = append(started, d.Name)
+	}
+	return started, nil
+}
+
+func (r *Registry) currentLocation(d *Domain) string {
+	if st := r.keyStatus(d); st.Location != "" {
+		return st.Location
+	}
+	return provider.LocationLocal
+}
+
+// finished is every engine's OnFinish.
+func (r *Registry) finished(domain string, err error) {
+	r.mu.Lock()
+	s := r.schedule(scopeOf(domain))
+	if s.Finish(domain, err, r.cfg.Clock.Now().UTC()) {
+		r.lg.Info("scope rekey completed, rotation clock reset", zap.String(logs.Scope, scopeOf(domain)))
+	}
+	if serr := r.saveSchedulesLocked(); serr != nil {
+		r.lg.Error("save schedule", zap.Error(serr))
+	}
+	r.mu.Unlock()
+	if err != nil && r.sched != nil {
+		r.sched.Wake() // so the retry time is slept towards, not a full TickMax
+	}
+}
+
+// Tick does what is due at now: loading MKs that could not be loaded,
+// retrying failed rekeys, resuming interrupted ones, and starting scheduled
+// whole-scope rekeys. It returns the next time something will be due (zero
+// if nothing is).
+func (r *Registry) Tick(now time.Time) time.Time {
+	now = now.UTC()
+	var next time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	for _, d := range r.order {
+		if d.openErr != nil {
+			continue
+		}
+		if d.Vault.Unavailable() != nil {
+			if err := d.Vault.LoadKeys(r.engineCtx(), r.Sources); err == nil {
+				r.lg.Info("keys loaded", zap.String(logs.Domain, d.Name))
+			}
+		}
+		d.engine.RetryIfDue(now)
+		if st := d.engine.Status(); st.Failed() {
+			earliest(st.NextRetry)
+		}
+	}
+	for _, scope := range Scopes {
+		r.mu.Lock()
+		s := *r.schedule(scope)
+		r.mu.Unlock()
+		if s.Due(now) {
+			r.lg.Info("scheduled rekey due", zap.String(logs.Scope, scope), zap.Time("due", s.Next()))
+			r.startScheduled(scope)
+			continue
+		}
+		if len(s.Pending) == 0 {
+			earliest(s.Next())
+		}
+	}
+	return next
+}
+
+// startScheduled starts every idle domain of scope and counts the busy ones
+// in as well: the scope's rekey completes when each has completed one.
+func (r *Registry) startScheduled(scope string) {
+	all, _ := ScopeDomains(scope)
+	r.mu.Lock()
+	s := r.schedule(scope)
+	s.Pending = slices.Clone(all)
+	s.LastResult = rekey.ResultInProgress
+	err := r.saveSchedulesLocked()
+	r.mu.Unlock()
+	if err != nil {
+		r.lg.Error("save schedule", zap.Error(err))
+		return
+	}
+	for _, name := range all {
+		d := r.byName[name]
+		if d.openErr != nil {
+			continue
+		}
+		if err := d.engine.Start(r.currentLocation(d)); err != nil && !errors.Is(err, rekey.ErrInProgress) {
+			r.lg.Error("start scheduled rekey", zap.String(logs.Domain, name), zap.Error(err))
+		}
+	}
+}
+
+// SetRotation sets a scope's key rotation and resets its rotation clock.
+func (r *Registry) SetRotation(scope string, rot rekey.Rotation) (rekey.ScopeSchedule, error) {
+	if _, err := ScopeDomains(scope); err != nil {
+		return rekey.ScopeSchedule{}, err
+	}
+	r.mu.Lock()
+	s := r.schedule(scope)
+	old := *s
+	s.Rotation = rot
+	s.RekeyTime = r.cfg.Clock.Now().UTC().Truncate(time.Second)
+	if err := r.saveSchedulesLocked(); err != nil {
+		*s = old
+		r.mu.Unlock()
+		return rekey.ScopeSchedule{}, err
+	}
+	out := *s
+	r.mu.Unlock()
+	if r.sched != nil {
+		r.sched.Wake()
+	}
+	return out, nil
+}
+
+// Schedule returns a scope's schedule.
+func (r *Registry) Schedule(scope string) (rekey.ScopeSchedule, error) {
+	if _, err := ScopeDomains(scope); err != nil {
+		return rekey.ScopeSchedule{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := *r.schedule(scope)
+	s.Pending = slices.Clone(s.Pending)
+	return s, nil
+}
+
+func (r *Registry) schedule(scope string) *rekey.ScopeSchedule {
+	s, ok := r.schedules[scope]
+	if !ok {
+		s = &rekey.ScopeSchedule{RekeyTime: time.Unix(0, 0).UTC(), LastResult: rekey.ResultNone}
+		r.schedules[scope] = s
+	}
+	return s
+}
+
+func (r *Registry) schedulePath() string { return filepath.Join(r.cfg.DataDir, "schedule.json") }
+
+func (r *Registry) loadSchedules() error {
+	r.schedules = map[string]*rekey.ScopeSchedule{}
+	b, err := os.ReadFile(r.schedulePath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("schedule: %w", err)
+	}
+	if err := json.Unmarshal(b, &r.schedules); err != nil {
+		return fmt.Errorf("schedule %s: %w", r.schedulePath(), err)
+	}
+	return nil
+}
+
+func (r *Registry) saveSchedulesLocked() error {
+	b, err := json.MarshalIndent(r.schedules, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := fsx.WriteFileAtomic(r.schedulePath(), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("save schedule: %w", err)
+	}
+	return nil
+}

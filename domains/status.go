@@ -1,0 +1,107 @@
+package domains
+
+import (
+	"context"
+	"time"
+
+	"github.com/kmd-project/kmd/provider"
+	"github.com/kmd-project/kmd/rekey"
+)
+
+// Progress of a running rekey.
+type Progress struct {
+	Done    int64     `json:"done"`
+	Total   int64     `json:"total"`
+	Started time.Time `json:"started"`
+}
+
+// Status is one domain's row of `cluster status` / `sed status`.
+type Status struct {
+	Domain      string     `json:"domain"`
+	Scope       string     `json:"-"`
+	Node        int        `json:"node,omitempty"`
+	Status      string     `json:"status"`
+	KeyID       string     `json:"key_id"`
+	KeyCreated  time.Time  `json:"key_created"`
+	Location    string     `json:"location"`
+	RemoteKeyID string     `json:"remote_key_id"`
+	Error       string     `json:"error"`
+	Entries     int64      `json:"entries"`
+	Rekey       *Progress  `json:"rekey"`
+	NextRetry   *time.Time `json:"next_retry"`
+}
+
+// keyStatus fills the current MK's columns.
+func (r *Registry) keyStatus(d *Domain) Status {
+	s := Status{Domain: d.Name, Scope: d.Scope}
+	if d.store == nil {
+		return s
+	}
+	infos, err := d.store.Keys(r.engineCtx())
+	if err != nil {
+		return s
+	}
+	for _, k := range infos {
+		if k.State == provider.KeyCurrent {
+			s.KeyID, s.KeyCreated, s.Location, s.RemoteKeyID = k.ID, k.Created.Truncate(time.Second), k.Location, k.RemoteID
+		}
+	}
+	return s
+}
+
+func (r *Registry) engineCtx() context.Context { return context.Background() }
+
+// Status returns the status of every domain of scope, in display order.
+func (r *Registry) Status(ctx context.Context, scope string) ([]Status, error) {
+	names, err := ScopeDomains(scope)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Status, 0, len(names))
+	for _, n := range names {
+		out = append(out, r.domainStatus(ctx, r.byName[n]))
+	}
+	return out, nil
+}
+
+// DomainStatus returns one domain's status.
+func (r *Registry) DomainStatus(ctx context.Context, name string) (Status, error) {
+	d, err := r.Domain(name)
+	if err != nil {
+		return Status{}, err
+	}
+	return r.domainStatus(ctx, d), nil
+}
+
+func (r *Registry) domainStatus(ctx context.Context, d *Domain) Status {
+	s := r.keyStatus(d)
+	if d.Scope == "sed" {
+		s.Node = r.cfg.NodeID
+	}
+	if d.openErr != nil {
+		s.Status, s.Error = StatusFailed, d.openErr.Error()
+		return s
+	}
+	if n, err := d.store.Count(ctx); err == nil {
+		s.Entries = n
+	}
+	es := d.engine.Status()
+	switch {
+	case es.Failed():
+		s.Status, s.Error = StatusFailed, es.Error
+		t := es.NextRetry
+		s.NextRetry = &t
+	case es.Pending():
+		s.Status = StatusInProgress
+	case d.Vault.Unavailable() != nil:
+		s.Status, s.Error = StatusFailed, d.Vault.Unavailable().Error()
+		t := time.Now().UTC().Add(r.cfg.TickMax).Truncate(time.Second)
+		s.NextRetry = &t
+	default:
+		s.Status = StatusActive
+	}
+	if es.Pending() && es.Op == rekey.OpRekey {
+		s.Rekey = &Progress{Done: es.Done, Total: es.Total, Started: es.Started}
+	}
+	return s
+}

@@ -1,0 +1,80 @@
+package provider
+
+import (
+	"context"
+	"time"
+)
+
+// Entry is one sealed row of a domain's store.
+type Entry struct {
+	Name    string
+	KeyID   string // the MK Sealed is sealed under
+	Version int64  // 1 at creation, +1 on every write by a service
+	Sealed  []byte // see Key.Seal
+	Created time.Time
+	Updated time.Time
+	// Ref is the store's own handle on the row, set by ScanByKey and used
+	// by Rewrap. Callers treat it as opaque.
+	Ref int64
+}
+
+// Cond is a precondition on a write or delete.
+type Cond struct {
+	IfVersion  int64 // > 0: apply only if the entry is at this version
+	CreateOnly bool  // apply only if the entry does not exist
+}
+
+// MetaUpdate changes key metadata and named state values in one atomic step.
+type MetaUpdate struct {
+	PutKeys    []KeyInfo         // insert or replace by ID
+	DeleteKeys []string          // IDs
+	Set        map[string][]byte // state values to set
+	Unset      []string          // state values to remove
+}
+
+// Store is one domain's persistent store: sealed entries, MK metadata (never
+// material) and small named state values. It knows nothing of keys or
+// crypto; the embedded implementation is SQLite, and a key-value backend can
+// implement it too. All methods are safe for concurrent use.
+type Store interface {
+	// Get returns the entry, or ErrNotFound.
+	Get(ctx context.Context, name string) (Entry, error)
+	// Put creates or replaces e.Name with e.KeyID and e.Sealed, subject to c,
+	// and returns the new version. It fails with ErrExists (CreateOnly) or
+	// ErrVersionMismatch (IfVersion, including when the entry is absent).
+	// It returns only once the write is durable.
+	Put(ctx context.Context, e Entry, c Cond) (int64, error)
+	// PutAll creates or replaces every entry in one atomic step: all of
+	// them are written, or none.
+	PutAll(ctx context.Context, es []Entry) error
+	// Delete removes name, if at ifVersion when ifVersion > 0. It fails
+	// with ErrNotFound or ErrVersionMismatch.
+	Delete(ctx context.Context, name string, ifVersion int64) error
+	// List returns up to limit names greater than after, sorted bytewise.
+	List(ctx context.Context, after string, limit int) ([]string, error)
+	// Count returns the number of entries.
+	Count(ctx context.Context) (int64, error)
+	// CountByKey returns the number of entries sealed under keyID.
+	CountByKey(ctx context.Context, keyID string) (int64, error)
+	// KeyUsage returns, per MK ID, how many entries are sealed under it.
+	KeyUsage(ctx context.Context) (map[string]int64, error)
+	// ScanByKey returns up to limit entries sealed under keyID.
+	ScanByKey(ctx context.Context, keyID string, limit int) ([]Entry, error)
+	// Rewrap writes, in one atomic step, each entry of batch (as returned
+	// by ScanByKey, with KeyID and Sealed replaced) whose row is still at
+	// the scanned version and still sealed under from; other rows are left
+	// to whoever changed them. Versions do not change: the value did not.
+	// It returns how many rows it wrote. Rewrap may return before the
+	// write is durable against power loss; Sync makes it so.
+	Rewrap(ctx context.Context, from string, batch []Entry) (int, error)
+	// Keys returns the MK metadata.
+	Keys(ctx context.Context) ([]KeyInfo, error)
+	// State returns a named state value, or nil if unset.
+	State(ctx context.Context, name string) ([]byte, error)
+	// UpdateMeta applies u atomically and durably.
+	UpdateMeta(ctx context.Context, u MetaUpdate) error
+	// Sync makes every write that has returned durable.
+	Sync(ctx context.Context) error
+	// Close releases the store.
+	Close() error
+}

@@ -1,0 +1,258 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Vault is one domain as services see it: a Store plus the MKs loaded in
+// memory. Service writes are sealed under the current MK; reads open under
+// whichever MK the entry names.
+//
+// A write holds the vault's read lock from sealing to commit, and Switch
+// holds the write lock while it records a new current MK. So no write can
+// land under an MK after it stopped being current: a rekey that has switched
+// and then finds no entry left under the old MK can destroy it safely.
+type Vault struct {
+	domain string
+	store  Store
+
+	mu      sync.RWMutex
+	keys    map[string]*Key
+	current string
+	// unavailable explains why a needed MK is not loaded (nil when all are).
+	unavailable error
+}
+
+// NewVault returns a vault over store with an empty keyring.
+func NewVault(domain string, store Store) *Vault {
+	return &Vault{domain: domain, store: store, keys: map[string]*Key{}}
+}
+
+// Domain returns the domain's name.
+func (v *Vault) Domain() string { return v.domain }
+
+// Store returns the underlying store.
+func (v *Vault) Store() Store { return v.store }
+
+// AddKey puts k in the keyring.
+func (v *Vault) AddKey(k *Key) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.keys[k.ID()] = k
+}
+
+// DropKey removes an MK from the keyring.
+func (v *Vault) DropKey(id string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.keys, id)
+}
+
+// Key returns a loaded MK, or nil.
+func (v *Vault) Key(id string) *Key {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.keys[id]
+}
+
+// Current returns the current MK's ID ("" before one is set).
+func (v *Vault) Current() string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.current
+}
+
+// SetUnavailable records why an MK the vault needs could not be loaded;
+// nil clears it.
+func (v *Vault) SetUnavailable(err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.unavailable = err
+}
+
+// Unavailable returns the reason set by SetUnavailable.
+func (v *Vault) Unavailable() error {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.unavailable
+}
+
+// Switch makes id the MK new writes are sealed under. It waits for writes in
+// flight, runs persist (which must durably record the switch; if it fails
+// nothing changes) and only then lets writes go on under id.
+func (v *Vault) Switch(id string, persist func() error) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.keys[id] == nil {
+		return fmt.Errorf("switch %s to key %s: %w", v.domain, id, ErrKeyUnavailable)
+	}
+	if persist != nil {
+		if err := persist(); err != nil {
+			return err
+		}
+	}
+	v.current = id
+	return nil
+}
+
+func (v *Vault) unavailableErr(id string) error {
+	if v.unavailable != nil {
+		return fmt.Errorf("domain %s key %s: %w: %v", v.domain, id, ErrKeyUnavailable, v.unavailable)
+	}
+	return fmt.Errorf("domain %s key %s: %w", v.domain, id, ErrKeyUnavailable)
+}
+
+// Get returns an entry's value and version.
+func (v *Vault) Get(ctx context.Context, name string) ([]byte, int64, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, 0, err
+	}
+	e, err := v.store.Get(ctx, name)
+	if err != nil {
+		return nil, 0, err
+	}
+	v.mu.RLock()
+	k := v.keys[e.KeyID]
+	if k == nil {
+		err := v.unavailableErr(e.KeyID)
+		v.mu.RUnlock()
+		return nil, 0, err
+	}
+	v.mu.RUnlock()
+	val, err := k.Open(nil, v.domain, name, e.Sealed)
+	if err != nil {
+		return nil, 0, &EntryError{Domain: v.domain, Name: name, KeyID: e.KeyID, Err: err}
+	}
+	return val, e.Version, nil
+}
+
+// Put seals value under the current MK and writes it subject to c,
+// returning the new version.
+func (v *Vault) Put(ctx context.Context, name string, value []byte, c Cond) (int64, error) {
+	if err := ValidateName(name); err != nil {
+		return 0, err
+	}
+	if err := ValidateValue(value); err != nil {
+		return 0, err
+	}
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	k := v.keys[v.current]
+	if k == nil {
+		return 0, v.unavailableErr(v.current)
+	}
+	sealed, err := k.Seal(make([]byte, 0, len(value)+SealOverhead), v.domain, name, value)
+	if err != nil {
+		return 0, err
+	}
+	return v.store.Put(ctx, Entry{Name: name, KeyID: k.ID(), Sealed: sealed}, c)
+}
+
+// Item is one entry to import.
+type Item struct {
+	Name  string
+	Value []byte
+}
+
+// PutAll seals every item under the current MK and writes them all in one
+// atomic step: all or none. Every item is validated before anything is
+// written; the error of the first bad one names its index.
+func (v *Vault) PutAll(ctx context.Context, items []Item) error {
+	for i, it := range items {
+		if err := errors.Join(ValidateName(it.Name), ValidateValue(it.Value)); err != nil {
+			return fmt.Errorf("item %d: %w", i+1, err)
+		}
+	}
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	k := v.keys[v.current]
+	if k == nil {
+		return v.unavailableErr(v.current)
+	}
+	es := make([]Entry, len(items))
+	for i, it := range items {
+		sealed, err := k.Seal(make([]byte, 0, len(it.Value)+SealOverhead), v.domain, it.Name, it.Value)
+		if err != nil {
+			return err
+		}
+		es[i] = Entry{Name: it.Name, KeyID: k.ID(), Sealed: sealed}
+	}
+	return v.store.PutAll(ctx, es)
+}
+
+// Delete removes an entry, at ifVersion when ifVersion > 0.
+func (v *Vault) Delete(ctx context.Context, name string, ifVersion int64) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	return v.store.Delete(ctx, name, ifVersion)
+}
+
+// List returns up to limit names after after, sorted.
+func (v *Vault) List(ctx context.Context, after string, limit int) ([]string, error) {
+	return v.store.List(ctx, after, limit)
+}
+
+// Sources finds the key source of a location; it fails for a location kmd
+// does not know (for example a KMIP server that was deleted).
+type Sources func(location string) (KeySource, error)
+
+// LoadKeys loads into the keyring every MK of the store's metadata that
+// entries may be sealed under (CURRENT, RETIRING, RETIRED), checks each
+// against its recorded fingerprint and sets the current one. An MK that
+// cannot be loaded is left out and the first such error is returned and
+// recorded (SetUnavailable); the others are loaded anyway, so entries under
+// them stay readable.
+func (v *Vault) LoadKeys(ctx context.Context, sources Sources) error {
+	infos, err := v.store.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	var first error
+	current := ""
+	for _, ki := range infos {
+		if ki.State == KeyCurrent {
+			current = ki.ID
+		}
+		if ki.State == KeyPending || v.Key(ki.ID) != nil {
+			continue
+		}
+		k, err := LoadKey(ctx, sources, ki)
+		if err != nil {
+			first = cmpOr(first, err)
+			continue
+		}
+		v.AddKey(k)
+	}
+	v.mu.Lock()
+	v.current = current
+	v.unavailable = first
+	v.mu.Unlock()
+	return first
+}
+
+// LoadKey fetches one MK from its source and checks its fingerprint.
+func LoadKey(ctx context.Context, sources Sources, ki KeyInfo) (*Key, error) {
+	src, err := sources(ki.Location)
+	if err != nil {
+		return nil, fmt.Errorf("load key %s of %s: %w", ki.ID, ki.Domain, err)
+	}
+	m, err := src.Load(ctx, ki.KeyRef)
+	if err != nil {
+		return nil, fmt.Errorf("load key %s of %s: %w", ki.ID, ki.Domain, err)
+	}
+	if ki.Fingerprint != "" && Fingerprint(m) != ki.Fingerprint {
+		return nil, fmt.Errorf("load key %s of %s from %s: fingerprint does not match the recorded one: %w", ki.ID, ki.Domain, ki.Location, ErrKeyCorrupt)
+	}
+	return NewKey(ki.ID, m)
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}

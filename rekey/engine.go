@@ -1,0 +1,615 @@
+package rekey
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kmd-project/kmd/logs"
+	"github.com/kmd-project/kmd/provider"
+)
+
+// Clock tells the time; tests inject their own.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// SystemClock is the wall clock.
+var SystemClock Clock = systemClock{}
+
+// Emitter receives events; the logs package's Journal implements it.
+type Emitter interface{ Emit(logs.Event) }
+
+// Defaults.
+const (
+	DefaultRetryInterval = 15 * time.Minute
+	DefaultBatchSize     = 1000
+)
+
+// Config wires an Engine to one domain.
+type Config struct {
+	Domain  string
+	Scope   string // logs.ScopeCluster or logs.ScopeSED
+	Node    int
+	Vault   *provider.Vault
+	Sources provider.Sources
+	Events  Emitter
+	Log     *zap.Logger
+	Clock   Clock
+	// RetryInterval is how long after a failure the rekey is retried.
+	RetryInterval time.Duration
+	// BatchSize is how many entries one REWRAP transaction rewrites.
+	BatchSize int
+	// OnFinish, if set, is called when a run completes (err == nil) or fails;
+	// not when it is interrupted by Close.
+	OnFinish func(domain string, err error)
+	// Trace, if set, is called at every step of the state machine with the
+	// step's name. Tests use it to crash or fail at chosen points.
+	Trace func(step string)
+}
+
+// Engine runs one domain's rekeys. At most one runs at a time (invariant 5).
+type Engine struct {
+	cfg   Config
+	store provider.Store
+	lg    *zap.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	state   State
+	running bool
+	closed  bool
+
+	done atomic.Int64 // entries rewrapped in this rekey
+}
+
+// New loads the domain's persisted rekey state. It starts nothing: call Init
+// then Resume.
+func New(ctx context.Context, cfg Config) (*Engine, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = DefaultRetryInterval
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Scope == "" {
+		cfg.Scope = logs.ScopeCluster
+	}
+	e := &Engine{cfg: cfg, store: cfg.Vault.Store(), lg: cfg.Log.With(zap.String(logs.Domain, cfg.Domain))}
+	st, err := loadState(ctx, e.store)
+	if err != nil {
+		return nil, fmt.Errorf("domain %s: %w", cfg.Domain, err)
+	}
+	e.state = st
+	e.ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	return e, nil
+}
+
+func newKeyID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (e *Engine) trace(step string) {
+	if e.cfg.Trace != nil {
+		e.cfg.Trace(step)
+	}
+}
+
+func (e *Engine) now() time.Time { return e.cfg.Clock.Now().UTC() }
+
+// save persists st together with u in one atomic step, then adopts it.
+func (e *Engine) save(ctx context.Context, st State, u provider.MetaUpdate) error {
+	su, err := stateUpdate(st)
+	if err != nil {
+		return err
+	}
+	u.Set, u.Unset = su.Set, su.Unset
+	if err := e.store.UpdateMeta(ctx, u); err != nil {
+		return fmt.Errorf("record %s %s: %w", e.cfg.Domain, phaseName(st.Phase), err)
+	}
+	e.mu.Lock()
+	e.state = st
+	e.mu.Unlock()
+	return nil
+}
+
+func phaseName(p Phase) string {
+	if p == PhaseNone {
+		return "completion"
+	}
+	return string(p)
+}
+
+// Init gives a new domain its first MK, at location target, if it has none.
+// It is itself a small persisted state machine, so a crash leaves no orphan
+// key and the next Init finishes the job.
+func (e *Engine) Init(ctx context.Context, target string) error {
+	if e.cfg.Vault.Current() != "" {
+		return nil
+	}
+	e.mu.Lock()
+	st := e.state
+	e.mu.Unlock()
+	if st.Phase == PhaseNone {
+		keys, err := e.store.Keys(ctx)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if k.State == provider.KeyCurrent {
+				return fmt.Errorf("domain %s: current key %s could not be loaded", e.cfg.Domain, k.ID)
+			}
+		}
+		st = State{Phase: PhasePrepare, Op: OpInit, To: newKeyID(), Target: target, Started: e.now()}
+		if err := e.save(ctx, st, provider.MetaUpdate{}); err != nil {
+			return err
+		}
+	}
+	if st.Op != OpInit {
+		return fmt.Errorf("domain %s: no current key but a %s is pending", e.cfg.Domain, st.Op)
+	}
+	return e.drive(ctx)
+}
+
+// Start begins a rekey whose new MK is made at location target, or, if the
+// domain's last rekey failed, retries that one now. It returns once the
+// rekey is durably recorded; the rekey runs in the background.
+func (e *Engine) Start(target string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	if e.running {
+		return fmt.Errorf("%w for %s", ErrInProgress, e.cfg.Domain)
+	}
+	if e.state.Phase == PhaseNone {
+		from := e.cfg.Vault.Current()
+		if from == "" {
+			return fmt.Errorf("rekey %s: %w", e.cfg.Domain, provider.ErrKeyUnavailable)
+		}
+		st := State{Phase: PhasePrepare, Op: OpRekey, From: from, To: newKeyID(), Target: target, Started: e.now()}
+		su, err := stateUpdate(st)
+		if err != nil {
+			return err
+		}
+		if err := e.store.UpdateMeta(e.ctx, su); err != nil {
+			return fmt.Errorf("start rekey of %s: %w", e.cfg.Domain, err)
+		}
+		e.state = st
+		e.lg.Info("rekey started", zap.String(logs.OldKeyID, from), zap.String(logs.NewKeyID, st.To), zap.String(logs.Location, target))
+	}
+	e.launchLocked()
+	return nil
+}
+
+// Resume runs a pending rekey now if none is running: at start (invariant
+// 7) and when a retry is due. It reports whether it launched one.
+func (e *Engine) Resume() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || e.running || e.state.Phase == PhaseNone {
+		return false
+	}
+	e.launchLocked()
+	return true
+}
+
+// RetryIfDue resumes a pending rekey whose retry time has come, or that was
+// interrupted (not failed).
+func (e *Engine) RetryIfDue(now time.Time) bool {
+	e.mu.Lock()
+	due := e.state.Phase != PhaseNone && !e.running && (e.state.Error == "" || !now.Before(e.state.NextRetry))
+	e.mu.Unlock()
+	return due && e.Resume()
+}
+
+func (e *Engine) launchLocked() {
+	e.running = true
+	e.state.Attempts++
+	e.state.Error, e.state.FailedAt, e.state.NextRetry = "", time.Time{}, time.Time{}
+	e.wg.Add(1)
+	go e.run()
+}
+
+func (e *Engine) run() {
+	defer e.wg.Done()
+	start := time.Now()
+	err := e.drive(e.ctx)
+	interrupted := err != nil && e.ctx.Err() != nil
+	if err != nil && !interrupted {
+		e.fail(err)
+	}
+	e.mu.Lock()
+	e.running = false
+	e.mu.Unlock()
+	switch {
+	case interrupted:
+		e.lg.Info("rekey interrupted", zap.Error(err))
+		return
+	case err == nil:
+		e.lg.Info("rekey finished", zap.Int64(logs.Entries, e.done.Load()), zap.Duration(logs.Elapsed, time.Since(start)))
+	}
+	if e.cfg.OnFinish != nil {
+		e.cfg.OnFinish(e.cfg.Domain, err)
+	}
+}
+
+// fail records err: the state machine stays where it stopped, to be retried.
+func (e *Engine) fail(err error) {
+	e.mu.Lock()
+	st := e.state
+	e.mu.Unlock()
+	now := e.now()
+	st.Error, st.FailedAt, st.NextRetry = err.Error(), now, now.Add(e.cfg.RetryInterval)
+	if serr := e.save(context.WithoutCancel(e.ctx), st, provider.MetaUpdate{}); serr != nil {
+		// The disk may be full: keep the failure in memory all the same.
+		e.lg.Error("record rekey failure", zap.Error(serr))
+		e.mu.Lock()
+		e.state = st
+		e.mu.Unlock()
+	}
+	name := logs.EventRekeyFailed
+	if e.cfg.Scope == logs.ScopeSED {
+		name = logs.EventSedsRekeyFailed
+	}
+	e.lg.Warn("rekey failed", zap.String(logs.Phase, string(st.Phase)), zap.Int(logs.Attempt, st.Attempts),
+		zap.Time(logs.Retry, st.NextRetry), zap.Error(err))
+	e.emit(logs.Event{Name: name, KeyID: st.From, Attempt: st.Attempts, Error: st.Error,
+		Message: fmt.Sprintf("rekey of %s failed in %s (attempt %d); entries remain readable under their keys; retry at %s",
+			e.cfg.Domain, st.Phase, st.Attempts, st.NextRetry.Format(time.RFC3339))})
+}
+
+func (e *Engine) emit(ev logs.Event) {
+	if e.cfg.Events == nil {
+		return
+	}
+	ev.Time = e.now()
+	ev.Scope, ev.Domain = e.cfg.Scope, e.cfg.Domain
+	if e.cfg.Scope == logs.ScopeSED {
+		ev.Node = e.cfg.Node
+	}
+	e.cfg.Events.Emit(ev)
+}
+
+// drive runs the state machine from the persisted phase to the end.
+func (e *Engine) drive(ctx context.Context) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		e.mu.Lock()
+		st := e.state
+		e.mu.Unlock()
+		e.trace("phase:" + string(st.Phase))
+		var err error
+		switch st.Phase {
+		case PhaseNone:
+			return nil
+		case PhasePrepare:
+			err = e.prepare(ctx, st)
+		case PhaseSwitch:
+			err = e.switchKey(ctx, st)
+		case PhaseRewrap:
+			err = e.rewrap(ctx, st)
+		case PhaseVerify:
+			err = e.verify(ctx, st)
+		case PhaseDestroy:
+			err = e.destroy(ctx, st)
+		default:
+			err = fmt.Errorf("domain %s: unknown rekey phase %q", e.cfg.Domain, st.Phase)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// prepare creates the new MK, durably (invariant 2), and records it PENDING.
+func (e *Engine) prepare(ctx context.Context, st State) error {
+	src, err := e.cfg.Sources(st.Target)
+	if err != nil {
+		return fmt.Errorf("prepare %s: %w", e.cfg.Domain, err)
+	}
+	ref, m, err := src.Create(ctx, e.cfg.Domain, st.To)
+	e.trace("prepare:create")
+	if errors.Is(err, provider.ErrKeyCorrupt) {
+		// The new MK is unusable and nothing is sealed under it: replace it.
+		e.lg.Warn("new key unusable, replacing it", zap.String(logs.NewKeyID, st.To), zap.Error(err))
+		if err := src.Destroy(ctx, provider.KeyRef{Domain: e.cfg.Domain, ID: st.To, Location: st.Target}); err != nil {
+			return fmt.Errorf("prepare %s: discard unusable key %s: %w", e.cfg.Domain, st.To, err)
+		}
+		st.To = newKeyID()
+		return e.save(ctx, st, provider.MetaUpdate{})
+	}
+	if err != nil {
+		return fmt.Errorf("prepare %s: create key %s at %s: %w", e.cfg.Domain, st.To, st.Target, err)
+	}
+	key, err := provider.NewKey(st.To, m)
+	clear(m)
+	if err != nil {
+		return err
+	}
+	info := provider.KeyInfo{KeyRef: ref, State: provider.KeyPending, Fingerprint: key.Fingerprint(), Created: e.now()}
+	st.Phase = PhaseSwitch
+	if err := e.save(ctx, st, provider.MetaUpdate{PutKeys: []provider.KeyInfo{info}}); err != nil {
+		return err
+	}
+	e.cfg.Vault.AddKey(key)
+	e.trace("prepare:done")
+	return nil
+}
+
+func findKey(infos []provider.KeyInfo, id string) (provider.KeyInfo, bool) {
+	for _, k := range infos {
+		if k.ID == id {
+			return k, true
+		}
+	}
+	return provider.KeyInfo{}, false
+}
+
+// switchKey makes the new MK current for writes and the old one RETIRING.
+func (e *Engine) switchKey(ctx context.Context, st State) error {
+	infos, err := e.store.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	to, ok := findKey(infos, st.To)
+	if !ok {
+		return e.restartPrepare(ctx, st, "its metadata is missing")
+	}
+	if e.cfg.Vault.Key(st.To) == nil {
+		k, err := provider.LoadKey(ctx, e.cfg.Sources, to)
+		if errors.Is(err, provider.ErrKeyNotFound) || errors.Is(err, provider.ErrKeyCorrupt) {
+			// Nothing is sealed under it yet: mint another.
+			return e.restartPrepare(ctx, st, err.Error())
+		}
+		if err != nil {
+			return fmt.Errorf("switch %s: %w", e.cfg.Domain, err)
+		}
+		e.cfg.Vault.AddKey(k)
+	}
+	to.State = provider.KeyCurrent
+	put := []provider.KeyInfo{to}
+	next := st
+	next.Phase = PhaseRewrap
+	if st.From == "" { // OpInit: nothing to rewrap
+		next = State{}
+	} else if from, ok := findKey(infos, st.From); ok {
+		from.State = provider.KeyRetiring
+		put = append(put, from)
+	}
+	err = e.cfg.Vault.Switch(st.To, func() error {
+		// No write is in flight here, so the count is exact.
+		if st.From != "" {
+			n, err := e.store.CountByKey(ctx, st.From)
+			if err != nil {
+				return err
+			}
+			next.Total = n
+		}
+		return e.save(ctx, next, provider.MetaUpdate{PutKeys: put})
+	})
+	if err != nil {
+		return fmt.Errorf("switch %s: %w", e.cfg.Domain, err)
+	}
+	e.done.Store(0)
+	e.trace("switch:done")
+	return nil
+}
+
+func (e *Engine) restartPrepare(ctx context.Context, st State, why string) error {
+	e.lg.Warn("new key unusable before switch, minting another", zap.String(logs.NewKeyID, st.To), zap.String(logs.Error, why))
+	old := st.To
+	st.Phase, st.To = PhasePrepare, newKeyID()
+	return e.save(ctx, st, provider.MetaUpdate{DeleteKeys: []string{old}})
+}
+
+// rewrap moves every entry from the old MK to the new one in batches. Crypto
+// runs outside the write transaction; each batch commits only the rows whose
+// version and MK are unchanged since they were read (invariant 6).
+func (e *Engine) rewrap(ctx context.Context, st State) error {
+	from, to := e.cfg.Vault.Key(st.From), e.cfg.Vault.Key(st.To)
+	if from == nil || to == nil {
+		missing := st.From
+		if from != nil {
+			missing = st.To
+		}
+		err := e.cfg.Vault.Unavailable()
+		if err == nil {
+			err = provider.ErrKeyUnavailable
+		}
+		return fmt.Errorf("rewrap %s: key %s not loaded: %w", e.cfg.Domain, missing, err)
+	}
+	if left, err := e.store.CountByKey(ctx, st.From); err == nil {
+		e.done.Store(max(st.Total-left, 0))
+	}
+	var plain []byte
+	defer func() { clear(plain) }()
+	stalls := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		batch, err := e.store.ScanByKey(ctx, st.From, e.cfg.BatchSize)
+		if err != nil {
+			return fmt.Errorf("rewrap %s: %w", e.cfg.Domain, err)
+		}
+		if len(batch) == 0 {
+			break
+		}
+		size := 0
+		for i := range batch {
+			size += len(batch[i].Sealed)
+		}
+		// One allocation per batch; its exact capacity means Seal never
+		// reallocates, so each row's slice stays valid.
+		arena := make([]byte, 0, size)
+		for i := range batch {
+			b := &batch[i]
+			plain, err = from.Open(plain[:0], e.cfg.Domain, b.Name, b.Sealed)
+			if err != nil {
+				return fmt.Errorf("rewrap: %w", &provider.EntryError{Domain: e.cfg.Domain, Name: b.Name, KeyID: st.From, Err: err})
+			}
+			n := len(arena)
+			arena, err = to.Seal(arena, e.cfg.Domain, b.Name, plain)
+			if err != nil {
+				return err
+			}
+			b.Sealed, b.KeyID = arena[n:len(arena):len(arena)], st.To
+		}
+		clear(plain)
+		n, err := e.store.Rewrap(ctx, st.From, batch)
+		if err != nil {
+			return fmt.Errorf("rewrap %s: %w", e.cfg.Domain, err)
+		}
+		e.done.Add(int64(n))
+		e.trace("rewrap:batch")
+		if n == 0 {
+			if stalls++; stalls > 10 {
+				return fmt.Errorf("rewrap %s: %w", e.cfg.Domain, ErrNoProgress)
+			}
+		} else {
+			stalls = 0
+		}
+	}
+	st.Phase = PhaseVerify
+	return e.save(ctx, st, provider.MetaUpdate{})
+}
+
+// verify checks, after the last batch, that no entry references the old MK,
+// and makes every rewrite durable before anything is destroyed (invariant 3).
+func (e *Engine) verify(ctx context.Context, st State) error {
+	n, err := e.store.CountByKey(ctx, st.From)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", e.cfg.Domain, err)
+	}
+	if n > 0 {
+		e.lg.Warn("entries left under old key, rewrapping again", zap.Int64(logs.Entries, n))
+		st.Phase = PhaseRewrap
+		return e.save(ctx, st, provider.MetaUpdate{})
+	}
+	if err := e.store.Sync(ctx); err != nil {
+		return fmt.Errorf("verify %s: %w", e.cfg.Domain, err)
+	}
+	e.trace("verify:synced")
+	infos, err := e.store.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	var put []provider.KeyInfo
+	if from, ok := findKey(infos, st.From); ok {
+		from.State = provider.KeyRetired
+		put = append(put, from)
+	}
+	st.Phase = PhaseDestroy
+	return e.save(ctx, st, provider.MetaUpdate{PutKeys: put})
+}
+
+// destroy removes the old MK from its key source, then from the metadata.
+func (e *Engine) destroy(ctx context.Context, st State) error {
+	// Check once more, right before the irreversible step.
+	n, err := e.store.CountByKey(ctx, st.From)
+	if err != nil {
+		return fmt.Errorf("destroy %s: %w", e.cfg.Domain, err)
+	}
+	if n > 0 {
+		st.Phase = PhaseRewrap
+		return e.save(ctx, st, provider.MetaUpdate{})
+	}
+	infos, err := e.store.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	if from, ok := findKey(infos, st.From); ok {
+		src, err := e.cfg.Sources(from.Location)
+		if err != nil {
+			return fmt.Errorf("destroy %s key %s: %w", e.cfg.Domain, st.From, err)
+		}
+		if err := src.Destroy(ctx, from.KeyRef); err != nil {
+			return fmt.Errorf("destroy %s key %s at %s: %w", e.cfg.Domain, st.From, from.Location, err)
+		}
+		e.trace("destroy:source")
+	}
+	done := e.done.Load()
+	if err := e.save(ctx, State{}, provider.MetaUpdate{DeleteKeys: []string{st.From}}); err != nil {
+		return err
+	}
+	e.cfg.Vault.DropKey(st.From)
+	e.trace("destroy:done")
+	e.emit(logs.Event{Name: logs.EventRekeyCompleted, KeyID: st.To,
+		Message: fmt.Sprintf("rekey of %s completed: %d entries now under key %s; key %s destroyed", e.cfg.Domain, done, st.To, st.From)})
+	return nil
+}
+
+// Close stops the engine: a batch in flight is rolled back, the state
+// machine stays where it was, to resume at the next start.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	e.cancel()
+	e.wg.Wait()
+}
+
+// Wait blocks until no rekey of this engine is running.
+func (e *Engine) Wait() {
+	e.wg.Wait()
+}
+
+// Status is a snapshot of an engine.
+type Status struct {
+	Phase     Phase
+	Op        string
+	From, To  string
+	Running   bool
+	Error     string // why the last run failed; "" if it did not
+	Done      int64
+	Total     int64
+	Started   time.Time
+	Attempts  int
+	NextRetry time.Time // zero unless Failed
+}
+
+// Pending reports whether a rekey is under way, running or not.
+func (s Status) Pending() bool { return s.Phase != PhaseNone }
+
+// Failed reports whether the last run failed and waits for its retry.
+func (s Status) Failed() bool { return !s.Running && s.Phase != PhaseNone && s.Error != "" }
+
+// Status returns a snapshot.
+func (e *Engine) Status() Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.state
+	s := Status{Phase: st.Phase, Op: st.Op, From: st.From, To: st.To, Running: e.running, Error: st.Error,
+		Total: st.Total, Started: st.Started, Attempts: st.Attempts, NextRetry: st.NextRetry}
+	if st.Phase != PhaseNone && st.Op == OpRekey {
+		s.Done = min(e.done.Load(), st.Total)
+		if st.Phase == PhaseVerify || st.Phase == PhaseDestroy {
+			s.Done = st.Total
+		}
+	}
+	return s
+}

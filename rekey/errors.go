@@ -1,0 +1,17 @@
+// Package rekey replaces a domain's master key: the persisted state machine
+// PREPARE → SWITCH → REWRAP → VERIFY → DESTROY, the rotation schedule and the
+// retry policy. It knows nothing of SQL or HTTP: it works on provider.Store,
+// provider.Vault and provider.KeySource.
+package rekey
+
+import "errors"
+
+var (
+	// ErrInProgress: a rekey of the domain is running.
+	ErrInProgress = errors.New("rekey already in progress")
+	// ErrNoProgress: a rewrap pass found entries under the old MK but could
+	// rewrite none of them, repeatedly.
+	ErrNoProgress = errors.New("rewrap made no progress")
+	// ErrClosed: the engine is shutting down.
+	ErrClosed = errors.New("engine closed")
+)

@@ -1,0 +1,156 @@
+package rekey
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	"go.uber.org/zap"
+)
+
+// Results of a scope's last scheduled or whole-scope rekey.
+const (
+	ResultNone       = "none"
+	ResultInProgress = "in progress"
+	ResultSucceeded  = "succeeded"
+	ResultFailed     = "failed"
+)
+
+// ScopeSchedule is one scope's persisted rotation schedule.
+//
+// Next rekey = RekeyTime + Rotation. RekeyTime is reset by a successful
+// whole-scope rekey and by a change of rotation. While Pending is not empty
+// a whole-scope rekey is under way (or being retried) and the schedule does
+// not fire again: a failing domain cannot cause a storm of rekeys, and a
+// clock that jumps forward fires at most one.
+type ScopeSchedule struct {
+	Rotation   Rotation  `json:"rotation"`
+	RekeyTime  time.Time `json:"rekey_time"`
+	LastResult string    `json:"last_result"`
+	Pending    []string  `json:"pending,omitempty"`
+}
+
+// Next returns when the scope's next rekey is due; zero for Never.
+func (s ScopeSchedule) Next() time.Time {
+	if s.Rotation.IsNever() {
+		return time.Time{}
+	}
+	return s.Rotation.After(s.RekeyTime)
+}
+
+// Due reports whether a whole-scope rekey should start at now.
+func (s ScopeSchedule) Due(now time.Time) bool {
+	next := s.Next()
+	return !next.IsZero() && len(s.Pending) == 0 && !now.Before(next)
+}
+
+// Finish records the end of domain's rekey; it reports whether that ended
+// the whole-scope rekey successfully (and so reset the rotation clock).
+func (s *ScopeSchedule) Finish(domain string, err error, now time.Time) bool {
+	i := -1
+	for j, d := range s.Pending {
+		if d == domain {
+			i = j
+		}
+	}
+	if i < 0 {
+		return false
+	}
+	if err != nil {
+		s.LastResult = ResultFailed
+		return false
+	}
+	s.Pending = append(s.Pending[:i:i], s.Pending[i+1:]...)
+	if len(s.Pending) > 0 {
+		return false
+	}
+	s.Pending = nil
+	s.LastResult = ResultSucceeded
+	s.RekeyTime = now
+	return true
+}
+
+// Scheduler calls a tick function when something may be due, on
+// robfig/cron: tick runs at start, whenever the time it returned comes, and
+// at least every maxSleep. The cap means a wall clock that jumps forward is
+// noticed within maxSleep (timers run on the monotonic clock), and tick
+// itself decides what is due against its own clock, so a jump backward
+// fires nothing.
+type Scheduler struct {
+	cron     *cron.Cron
+	maxSleep time.Duration
+	tick     func() time.Time
+
+	mu   sync.Mutex
+	next time.Time // what tick last said; zero: nothing due
+	id   cron.EntryID
+}
+
+// NewScheduler returns a stopped scheduler.
+func NewScheduler(lg *zap.Logger, maxSleep time.Duration, tick func() time.Time) *Scheduler {
+	cl := cronLogger{lg}
+	s := &Scheduler{
+		cron:     cron.New(cron.WithLogger(cl), cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl))),
+		maxSleep: maxSleep,
+		tick:     tick,
+	}
+	s.id = s.cron.Schedule(wake{s}, cron.FuncJob(s.run))
+	return s
+}
+
+func (s *Scheduler) run() {
+	next := s.tick()
+	s.mu.Lock()
+	s.next = next
+	s.mu.Unlock()
+}
+
+// Start runs one tick now, then schedules the next ones.
+func (s *Scheduler) Start() {
+	s.run()
+	s.cron.Start()
+}
+
+// Wake re-arms the scheduler at once: call it when a schedule changed or a
+// retry was set, so that a nearer due time is not slept through.
+func (s *Scheduler) Wake() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cron.Remove(s.id)
+	s.next = time.Now()
+	s.id = s.cron.Schedule(wake{s}, cron.FuncJob(s.run))
+}
+
+// Stop stops scheduling and waits for a running tick.
+func (s *Scheduler) Stop() {
+	<-s.cron.Stop().Done()
+}
+
+// wake is the cron.Schedule: the earlier of what tick asked for and maxSleep.
+type wake struct{ s *Scheduler }
+
+func (w wake) Next(t time.Time) time.Time {
+	w.s.mu.Lock()
+	next := w.s.next
+	w.s.mu.Unlock()
+	limit := t.Add(w.s.maxSleep)
+	if next.IsZero() || next.After(limit) {
+		return limit
+	}
+	if !next.After(t) {
+		return t.Add(time.Millisecond)
+	}
+	return next
+}
+
+// cronLogger sends robfig/cron's logging through zap.
+type cronLogger struct{ lg *zap.Logger }
+
+func (c cronLogger) Info(msg string, kv ...any) {
+	c.lg.Debug("cron "+msg, zap.String("detail", fmt.Sprint(kv...)))
+}
+
+func (c cronLogger) Error(err error, msg string, kv ...any) {
+	c.lg.Error("cron "+msg, zap.Error(err), zap.String("detail", fmt.Sprint(kv...)))
+}
