@@ -86,7 +86,8 @@ type Registry struct {
 	order  []*Domain
 	sched  *rekey.Scheduler
 
-	mu        sync.Mutex
+	tickMu    sync.Mutex // one Tick at a time
+	mu        sync.Mutex // guards schedules
 	schedules map[string]*rekey.ScopeSchedule
 }
 

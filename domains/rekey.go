@@ -100,6 +100,8 @@ func (r *Registry) finished(domain string, err error) {
 // whole-scope rekeys. It returns the next time something will be due (zero
 // if nothing is).
 func (r *Registry) Tick(now time.Time) time.Time {
+	r.tickMu.Lock()
+	defer r.tickMu.Unlock()
 	now = now.UTC()
 	var next time.Time
 	earliest := func(t time.Time) {
