@@ -200,8 +200,8 @@ func (v *Vault) List(ctx context.Context, after string, limit int) ([]string, er
 // does not know (for example a KMIP server that was deleted).
 type Sources func(location string) (KeySource, error)
 
-// LoadKeys loads into the keyring every MK of the store's metadata that
-// entries may be sealed under (CURRENT, RETIRING, RETIRED), checks each
+// LoadKeys loads into the keyring every MK of the store's metadata but
+// PENDING ones (nothing is sealed under those yet), checks each
 // against its recorded fingerprint and sets the current one. An MK that
 // cannot be loaded is left out and the first such error is returned and
 // recorded (SetUnavailable); the others are loaded anyway, so entries under
@@ -222,7 +222,11 @@ func (v *Vault) LoadKeys(ctx context.Context, sources Sources) error {
 		}
 		k, err := LoadKey(ctx, sources, ki)
 		if err != nil {
-			first = cmpOr(first, err)
+			// No entry is sealed under a RETIRED key: one that is gone
+			// (say, a crash mid-DESTROY) does not make the domain unavailable.
+			if ki.State != KeyRetired {
+				first = cmpOr(first, err)
+			}
 			continue
 		}
 		v.AddKey(k)

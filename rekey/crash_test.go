@@ -1,0 +1,252 @@
+package rekey
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kmd-project/kmd/provider"
+)
+
+// The crash test runs a rekey in a child process (this test binary, re-run
+// with crashChildEnv set) that SIGKILLs itself at a chosen step of the state
+// machine, after a seeded delay so that the kill may land inside a
+// transaction or an fsync. Meanwhile a writer in the child rewrites entries
+// and prints each acknowledged write. The parent then reopens the domain and
+// checks that every entry opens to its last acknowledged value (or to the
+// one write that was in flight), resumes the rekey, and checks it completes
+// leaving exactly one MK.
+const (
+	crashChildEnv  = "KMD_CRASH_CHILD"
+	crashEntries   = 300
+	crashBatch     = 10
+	crashWriterSet = 20 // entries the child's writer rewrites
+)
+
+func TestCrashChild(t *testing.T) {
+	spec := os.Getenv(crashChildEnv)
+	if spec == "" {
+		t.Skip("crash child only")
+	}
+	var dir string
+	var killAt int
+	var delay time.Duration
+	if _, err := fmt.Sscanf(spec, "%s %d %d", &dir, &killAt, &delay); err != nil {
+		t.Fatal(err)
+	}
+	step := 0
+	var once sync.Once
+	kill := func() { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+	e := openEnv(t, dir, envOpts{batch: crashBatch})
+	e.trace = func(string) {
+		step++
+		if step == killAt {
+			once.Do(func() {
+				if delay == 0 {
+					kill()
+				}
+				time.AfterFunc(delay, kill)
+			})
+		}
+	}
+	out := bufio.NewWriter(os.Stdout)
+	var outMu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		ctx := context.Background()
+		for gen := 1; ; gen++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			name := fmt.Sprintf("svc/entry-%05d", gen%crashWriterSet)
+			if _, err := e.vault.Put(ctx, name, value(name, gen), provider.Cond{}); err != nil {
+				fmt.Fprintf(os.Stderr, "put: %v\n", err)
+				return
+			}
+			outMu.Lock()
+			fmt.Fprintf(out, "ack %s %d\n", name, gen)
+			out.Flush()
+			outMu.Unlock()
+		}
+	})
+	if !e.eng.Resume() {
+		if err := e.eng.Start(provider.LocationLocal); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := e.wait()
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not killed during the rekey: die now, as a crash after the fact.
+	kill()
+}
+
+// stepsOfOneRekey counts the trace steps of one rekey of a fresh domain.
+func stepsOfOneRekey(t *testing.T, template string) int {
+	dir := t.TempDir()
+	copyDir(t, template, dir)
+	steps := 0
+	e := openEnv(t, dir, envOpts{batch: crashBatch})
+	e.trace = func(string) { steps++ }
+	if err := e.eng.Start(provider.LocationLocal); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.wait(); err != nil {
+		t.Fatal(err)
+	}
+	return steps
+}
+
+func TestEngine_ResumeAfterCrash(t *testing.T) {
+	if os.Getenv(crashChildEnv) != "" {
+		t.Skip("in the child")
+	}
+	points := 56
+	if testing.Short() {
+		points = 16
+	}
+	template := t.TempDir()
+	base := openEnv(t, template, envOpts{})
+	want := base.fill(crashEntries)
+	base.close()
+
+	total := stepsOfOneRekey(t, template)
+	t.Logf("one rekey of %d entries in batches of %d has %d steps; killing at %d points", crashEntries, crashBatch, total, points)
+	for i := range points {
+		seed := uint64(i)
+		rng := rand.New(rand.NewPCG(seed, 0x6b6d64))
+		// Spread the kill points evenly over every step, and wait a seeded
+		// 0–3 ms after the step so the kill may land mid-operation.
+		killAt := 1 + i*total/points
+		delay := time.Duration(rng.IntN(3000)) * time.Microsecond
+		if i%4 == 0 {
+			delay = 0
+		}
+		// Every third run crashes the resumed rekey again.
+		second := 0
+		if i%3 == 2 {
+			second = 1 + rng.IntN(total)
+		}
+		t.Run(fmt.Sprintf("seed%02d-step%02d", seed, killAt), func(t *testing.T) {
+			dir := t.TempDir()
+			copyDir(t, template, dir)
+			acked := map[string]int{}
+			runCrashChild(t, dir, killAt, delay, acked)
+			if second > 0 {
+				runCrashChild(t, dir, second, 0, acked)
+			}
+			e := openEnv(t, dir, envOpts{batch: crashBatch})
+			exp := map[string][]byte{}
+			for k, v := range want {
+				exp[k] = v
+			}
+			// An entry equals its last acknowledged write, or the next
+			// write, whose acknowledgement the kill may have cut off.
+			ctx := context.Background()
+			for name, gen := range acked {
+				got, _, err := e.vault.Get(ctx, name)
+				if err != nil {
+					t.Fatalf("entry %s: %v", name, err)
+				}
+				if string(got) != string(value(name, gen)) && !strings.HasPrefix(string(got), fmt.Sprintf("%s#%d|", name, gen+crashWriterSet)) {
+					t.Fatalf("entry %s = %q, want generation %d (acknowledged) or the next", name, got[:20], gen)
+				}
+				exp[name] = got
+			}
+			for name := range want {
+				if _, ok := acked[name]; ok {
+					continue
+				}
+				if got, _, err := e.vault.Get(ctx, name); err == nil && string(got) != string(want[name]) {
+					exp[name] = got // written, acknowledgement lost: must be the writer's value
+					if !strings.HasPrefix(string(got), name+"#") {
+						t.Fatalf("entry %s = %q", name, got)
+					}
+				}
+			}
+			e.checkAll(exp)
+			if e.eng.Resume() {
+				if err := e.wait(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.checkAll(exp)
+			e.checkOneKey()
+		})
+	}
+}
+
+func runCrashChild(t *testing.T, dir string, killAt int, delay time.Duration, acked map[string]int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %d", crashChildEnv, dir, killAt, delay))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 3 && f[0] == "ack" {
+			if g, err := strconv.Atoi(f[2]); err == nil {
+				acked[f[1]] = g
+			}
+		}
+	}
+	err = cmd.Wait()
+	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("child did not die by SIGKILL: %v\n%s", err, stderr.String())
+	}
+}
+
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if fi.IsDir() {
+			return os.MkdirAll(target, fi.Mode().Perm())
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, fi.Mode().Perm())
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		_, err = io.Copy(out, in)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
