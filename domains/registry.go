@@ -85,6 +85,7 @@ type Registry struct {
 	byName map[string]*Domain
 	order  []*Domain
 	sched  *rekey.Scheduler
+	lock   *fsx.Lock // on <data-dir>/kmd.lock: one registry per data dir
 
 	tickMu    sync.Mutex // one Tick at a time
 	mu        sync.Mutex // guards schedules
@@ -134,6 +135,19 @@ func Open(ctx context.Context, cfg Config) (*Registry, error) {
 	if err := fsx.MkdirPrivate(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	lock, err := fsx.TryLock(filepath.Join(cfg.DataDir, "kmd.lock"))
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s is in use: %w", cfg.DataDir, err)
+	}
+	r, err := open(ctx, cfg, lock)
+	if err != nil {
+		lock.Unlock()
+		return nil, err
+	}
+	return r, nil
+}
+
+func open(ctx context.Context, cfg Config, lock *fsx.Lock) (*Registry, error) {
 	if err := fsx.MkdirPrivate(filepath.Join(cfg.DataDir, "stores")); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -141,7 +155,7 @@ func Open(ctx context.Context, cfg Config) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Registry{cfg: cfg, lg: cfg.Log, local: local, byName: map[string]*Domain{}}
+	r := &Registry{cfg: cfg, lg: cfg.Log, local: local, byName: map[string]*Domain{}, lock: lock}
 	if err := r.loadSchedules(); err != nil {
 		return nil, err
 	}
@@ -151,7 +165,7 @@ func Open(ctx context.Context, cfg Config) (*Registry, error) {
 		r.order = append(r.order, d)
 	}
 	for _, d := range r.order {
-		if d.engine != nil {
+		if d.engine != nil && d.openErr == nil {
 			d.engine.Resume()
 		}
 	}
@@ -265,5 +279,6 @@ func (r *Registry) Close() error {
 			errs = append(errs, d.store.Close())
 		}
 	}
+	errs = append(errs, r.lock.Unlock())
 	return errors.Join(errs...)
 }

@@ -52,13 +52,7 @@ func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
 	}
 	whole := len(ds) == len(all)
 	if whole {
-		r.mu.Lock()
-		s := r.schedule(scope)
-		s.Pending = slices.Clone(all)
-		s.LastResult = rekey.ResultInProgress
-		err := r.saveSchedulesLocked()
-		r.mu.Unlock()
-		if err != nil {
+		if err := r.markPending(scope, all); err != nil {
 			return nil, err
 		}
 	}
@@ -134,6 +128,8 @@ func (r *Registry) Tick(now time.Time) time.Time {
 		}
 		if len(s.Pending) == 0 {
 			earliest(s.Next())
+		} else {
+			r.startPending(scope)
 		}
 	}
 	return next
@@ -143,19 +139,42 @@ func (r *Registry) Tick(now time.Time) time.Time {
 // in as well: the scope's rekey completes when each has completed one.
 func (r *Registry) startScheduled(scope string) {
 	all, _ := ScopeDomains(scope)
-	r.mu.Lock()
-	s := r.schedule(scope)
-	s.Pending = slices.Clone(all)
-	s.LastResult = rekey.ResultInProgress
-	err := r.saveSchedulesLocked()
-	r.mu.Unlock()
-	if err != nil {
+	if err := r.markPending(scope, all); err != nil {
 		r.lg.Error("save schedule", zap.Error(err))
 		return
 	}
-	for _, name := range all {
-		d := r.byName[name]
-		if d.openErr != nil {
+	r.startPending(scope)
+}
+
+// markPending records that a whole-scope rekey of domains is under way.
+// If that cannot be saved, nothing changes.
+func (r *Registry) markPending(scope string, domains []string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.schedule(scope)
+	old := *s
+	s.Pending = slices.Clone(domains)
+	s.LastResult = rekey.ResultInProgress
+	if err := r.saveSchedulesLocked(); err != nil {
+		*s = old
+		return err
+	}
+	return nil
+}
+
+// startPending starts a rekey of every domain of the scope's whole-scope
+// rekey that has none: one that could not be opened when it began, or
+// whose start a crash cut off.
+func (r *Registry) startPending(scope string) {
+	r.mu.Lock()
+	pending := slices.Clone(r.schedule(scope).Pending)
+	r.mu.Unlock()
+	for _, name := range pending {
+		d, ok := r.byName[name]
+		if !ok || d.openErr != nil || d.Vault.Current() == "" {
+			continue
+		}
+		if st := d.engine.Status(); st.Running || st.Pending() {
 			continue
 		}
 		if err := d.engine.Start(r.currentLocation(d)); err != nil && !errors.Is(err, rekey.ErrInProgress) {

@@ -95,12 +95,12 @@ func (r *Registry) domainStatus(ctx context.Context, d *Domain) Status {
 		s.Status = StatusInProgress
 	case d.Vault.Unavailable() != nil:
 		s.Status, s.Error = StatusFailed, d.Vault.Unavailable().Error()
-		t := time.Now().UTC().Add(r.cfg.TickMax).Truncate(time.Second)
+		t := r.cfg.Clock.Now().UTC().Add(r.cfg.TickMax).Truncate(time.Second)
 		s.NextRetry = &t
 	default:
 		s.Status = StatusActive
 	}
-	if es.Pending() && es.Op == rekey.OpRekey {
+	if es.Pending() && !es.Failed() && es.Op == rekey.OpRekey {
 		s.Rekey = &Progress{Done: es.Done, Total: es.Total, Started: es.Started}
 	}
 	return s

@@ -240,9 +240,11 @@ func (e *Engine) run() {
 	if err != nil && !interrupted {
 		e.fail(err)
 	}
-	e.mu.Lock()
-	e.running = false
-	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.running = false
+		e.mu.Unlock()
+	}()
 	switch {
 	case interrupted:
 		e.lg.Info("rekey interrupted", zap.Error(err))
@@ -250,6 +252,8 @@ func (e *Engine) run() {
 	case err == nil:
 		e.lg.Info("rekey finished", zap.Int64(logs.Entries, e.done.Load()), zap.Duration(logs.Elapsed, time.Since(start)))
 	}
+	// Still marked running: whoever tracks completions records this one
+	// before anyone can see the domain idle.
 	if e.cfg.OnFinish != nil {
 		e.cfg.OnFinish(e.cfg.Domain, err)
 	}

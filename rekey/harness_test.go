@@ -250,6 +250,9 @@ func (e *env) wait() error {
 	e.t.Helper()
 	select {
 	case err := <-e.done:
+		for e.eng.Status().Running { // OnFinish runs just before the run ends
+			time.Sleep(time.Millisecond)
+		}
 		return err
 	case <-time.After(60 * time.Second):
 		e.t.Fatalf("rekey did not end; status %+v", e.eng.Status())

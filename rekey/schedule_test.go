@@ -75,13 +75,25 @@ func TestScheduler_TicksWhenAskedAndAtLeastEveryMaxSleep(t *testing.T) {
 	if n.Load() != 1 {
 		t.Fatalf("no tick at start")
 	}
-	time.Sleep(1100 * time.Millisecond) // max sleep: about 3 more
-	if got := n.Load(); got < 3 || got > 6 {
-		t.Fatalf("%d ticks in 1.1s with maxSleep 300ms", got)
+	// Nothing asked for: it still ticks every maxSleep.
+	deadline := time.Now().Add(10 * time.Second)
+	for n.Load() < 4 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
+	if n.Load() < 4 {
+		t.Fatalf("%d ticks in 10s with maxSleep 300ms", n.Load())
+	}
+	// Asked for a tick 50ms from now, with maxSleep far away: it comes.
+	s2fired := n.Load()
+	ask.Store(time.Now().Add(50 * time.Millisecond).UnixNano())
+	s.Wake()
+	for n.Load() < s2fired+2 && time.Now().Before(deadline.Add(5*time.Second)) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	ask.Store(0)
 	before := n.Load()
 	s.Wake()
-	deadline := time.Now().Add(time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for n.Load() == before && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
