@@ -63,6 +63,9 @@ type Config struct {
 	SQLite  provider.SQLiteOptions
 	// Trace, if set, is called at each step of every rekey (tests).
 	Trace func(domain, step string)
+	// Lock, if set, is the data dir's lock already taken with LockDataDir;
+	// the registry releases it on Close. If nil, Open takes it.
+	Lock *fsx.Lock
 }
 
 // Domain is one opened domain.
@@ -135,16 +138,36 @@ func Open(ctx context.Context, cfg Config) (*Registry, error) {
 	if err := fsx.MkdirPrivate(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	lock, err := fsx.TryLock(filepath.Join(cfg.DataDir, "kmd.lock"))
-	if err != nil {
-		return nil, fmt.Errorf("data dir %s is in use: %w", cfg.DataDir, err)
+	lock := cfg.Lock
+	if lock == nil {
+		l, err := LockDataDir(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		lock = l
 	}
 	r, err := open(ctx, cfg, lock)
 	if err != nil {
-		lock.Unlock()
+		if cfg.Lock == nil {
+			lock.Unlock()
+		}
 		return nil, err
 	}
 	return r, nil
+}
+
+// LockDataDir takes the data dir's lock, <dir>/kmd.lock, creating dir if
+// needed. While it is held no other kmd opens the dir: the error of a second
+// one wraps fsx.ErrLocked and names the holder's pid.
+func LockDataDir(dir string) (*fsx.Lock, error) {
+	if err := fsx.MkdirPrivate(dir); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	lock, err := fsx.TryLock(filepath.Join(dir, "kmd.lock"))
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s is in use: %w", dir, err)
+	}
+	return lock, nil
 }
 
 func open(ctx context.Context, cfg Config, lock *fsx.Lock) (*Registry, error) {

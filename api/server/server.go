@@ -1,0 +1,454 @@
+// Package server serves kmd's HTTP/JSON API (package api) over the
+// registry of domains.
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kmd-project/kmd/api"
+	"github.com/kmd-project/kmd/domains"
+	"github.com/kmd-project/kmd/logs"
+	"github.com/kmd-project/kmd/provider"
+	"github.com/kmd-project/kmd/rekey"
+)
+
+// EventLister lists persisted events; logs.Journal implements it.
+type EventLister interface {
+	List(since time.Time) []logs.Event
+}
+
+// Server holds the handlers.
+type Server struct {
+	reg     *domains.Registry
+	events  EventLister
+	lg      *zap.Logger
+	version string
+}
+
+// New returns a server over reg.
+func New(reg *domains.Registry, events EventLister, lg *zap.Logger, version string) *Server {
+	return &Server{reg: reg, events: events, lg: lg, version: version}
+}
+
+const (
+	maxJSONBody  = 1 << 20
+	defaultLimit = 1000
+	maxLimit     = 10000
+	// maxImportLine bounds one import line: a 64 KiB value in base64 plus
+	// a name and the JSON around them.
+	maxImportLine = 128 << 10
+)
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+api.PathVersion, s.getVersion)
+	mux.HandleFunc("GET "+api.PathEvents, s.listEvents)
+	mux.HandleFunc("GET "+api.PathStatus+"{scope}", s.getStatus)
+	mux.HandleFunc("GET "+api.PathRekey+"{scope}", s.getRekey)
+	mux.HandleFunc("PUT "+api.PathRekey+"{scope}", s.modifyRekey)
+	mux.HandleFunc("POST "+api.PathRekey+"{scope}", s.startRekey)
+	mux.HandleFunc("GET "+api.PathDomains+"{domain}/entries", s.listEntries)
+	mux.HandleFunc("GET "+api.PathDomains+"{domain}/entries/{name}", s.getEntry)
+	mux.HandleFunc("PUT "+api.PathDomains+"{domain}/entries/{name}", s.putEntry)
+	mux.HandleFunc("DELETE "+api.PathDomains+"{domain}/entries/{name}", s.deleteEntry)
+	mux.HandleFunc("POST "+api.PathDomains+"{domain}/import", s.importEntries)
+	mux.HandleFunc("GET "+api.PathDomains+"{domain}/export", s.exportEntries)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, fmt.Errorf("%w: no endpoint %s %s", provider.ErrNotFound, r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+func (s *Server) getVersion(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, api.Version{Version: s.version})
+}
+
+func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
+	var since time.Time
+	if v := r.URL.Query().Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			s.writeError(w, r, badRequestf(fmt.Sprintf("invalid since %q: want an RFC 3339 time such as 2026-11-22T09:00:00Z", v)))
+			return
+		}
+		since = t
+	}
+	evs := s.events.List(since)
+	out := api.EventList{Events: make([]api.Event, 0, len(evs))}
+	for _, e := range evs {
+		out.Events = append(out.Events, api.Event{Seq: e.Seq, Time: e.Time, Name: e.Name, Scope: e.Scope, Domain: e.Domain,
+			Node: e.Node, KeyID: e.KeyID, Attempt: e.Attempt, Error: e.Error, Message: e.Message})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func utcSecond(t time.Time) time.Time { return t.UTC().Truncate(time.Second) }
+
+func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
+	scope := r.PathValue("scope")
+	rows, err := s.reg.Status(r.Context(), scope)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if scope == api.ScopeSED {
+		out := api.SEDStatus{Nodes: []api.NodeStatus{}, Total: len(rows)}
+		for _, d := range rows {
+			st := d.Status
+			if st == domains.StatusActive {
+				st = api.StatusLocal
+				if d.Location != provider.LocationLocal {
+					st = api.StatusKMIP
+				}
+			}
+			out.Nodes = append(out.Nodes, api.NodeStatus{Node: d.Node, Status: st, KeyID: d.KeyID, Location: d.Location,
+				RemoteKeyID: d.RemoteKeyID, KeyCreated: utcSecond(d.KeyCreated), Error: d.Error, Entries: d.Entries,
+				Rekey: progress(d.Rekey), NextRetry: d.NextRetry})
+		}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	out := api.ClusterStatus{Domains: []api.DomainStatus{}, Total: len(rows)}
+	for _, d := range rows {
+		out.Domains = append(out.Domains, api.DomainStatus{Domain: d.Domain, Status: d.Status, KeyID: d.KeyID,
+			KeyCreated: utcSecond(d.KeyCreated), Location: d.Location, RemoteKeyID: d.RemoteKeyID, Error: d.Error,
+			Entries: d.Entries, Rekey: progress(d.Rekey), NextRetry: d.NextRetry})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func progress(p *domains.Progress) *api.Progress {
+	if p == nil {
+		return nil
+	}
+	return &api.Progress{Done: p.Done, Total: p.Total, Started: p.Started}
+}
+
+func rekeyView(s rekey.ScopeSchedule) api.RekeyView {
+	v := api.RekeyView{RekeyTime: utcSecond(s.RekeyTime), KeyRotation: s.Rotation.String(), NextRekey: "Never", LastResult: s.LastResult}
+	if next := s.Next(); !next.IsZero() {
+		v.NextRekey = utcSecond(next).Format(time.RFC3339)
+	}
+	if v.LastResult == "" {
+		v.LastResult = rekey.ResultNone
+	}
+	return v
+}
+
+func (s *Server) getRekey(w http.ResponseWriter, r *http.Request) {
+	sched, err := s.reg.Schedule(r.PathValue("scope"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rekeyView(sched))
+}
+
+// decodeJSON reads a JSON body strictly: unknown fields and trailing data
+// are errors that say what was expected.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool, want string) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	if err != nil {
+		return badRequestf(fmt.Sprintf("request body: %v", err))
+	}
+	if allowEmpty && len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequestf(fmt.Sprintf("invalid request body: %v; want %s", err, want))
+	}
+	if dec.More() {
+		return badRequestf("invalid request body: more than one JSON value; want " + want)
+	}
+	return nil
+}
+
+func (s *Server) modifyRekey(w http.ResponseWriter, r *http.Request) {
+	var req api.RekeyModifyRequest
+	if err := decodeJSON(w, r, &req, false, `{"key_rotation":"6W"}`); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	rot, err := rekey.ParseRotation(req.KeyRotation)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sched, err := s.reg.SetRotation(r.PathValue("scope"), rot)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.lg.Info("key rotation set", zap.String(logs.Scope, r.PathValue("scope")), zap.String("rotation", rot.String()))
+	writeJSON(w, http.StatusOK, rekeyView(sched))
+}
+
+func (s *Server) startRekey(w http.ResponseWriter, r *http.Request) {
+	var req api.RekeyStartRequest
+	if err := decodeJSON(w, r, &req, true, `{"domains":["S3"]} or an empty body for the whole scope`); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	started, err := s.reg.StartRekey(r.PathValue("scope"), req.Domains)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, api.RekeyStartResponse{Started: started})
+}
+
+func (s *Server) vault(w http.ResponseWriter, r *http.Request) *provider.Vault {
+	v, err := s.reg.Vault(r.PathValue("domain"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return nil
+	}
+	return v
+}
+
+func setETag(w http.ResponseWriter, version int64) {
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(version, 10)))
+}
+
+// cond reads If-Match: "N" and If-None-Match: *.
+func cond(r *http.Request) (provider.Cond, error) {
+	var c provider.Cond
+	if v := r.Header.Get("If-Match"); v != "" {
+		n, err := strconv.ParseInt(strings.Trim(v, `"`), 10, 64)
+		if err != nil || n < 1 || len(v) < 3 || v[0] != '"' || v[len(v)-1] != '"' {
+			return c, badRequestf(fmt.Sprintf(`invalid If-Match %q: want an entry version in quotes, as its ETag gives it, e.g. "3"`, v))
+		}
+		c.IfVersion = n
+	}
+	if v := r.Header.Get("If-None-Match"); v != "" {
+		if v != "*" {
+			return c, badRequestf(fmt.Sprintf(`invalid If-None-Match %q: only * (create only) is supported`, v))
+		}
+		c.CreateOnly = true
+	}
+	if c.CreateOnly && c.IfVersion > 0 {
+		return c, badRequestf("If-Match and If-None-Match together can never both hold; send one")
+	}
+	return c, nil
+}
+
+func (s *Server) getEntry(w http.ResponseWriter, r *http.Request) {
+	v := s.vault(w, r)
+	if v == nil {
+		return
+	}
+	val, version, err := v.Get(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	setETag(w, version)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(val)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(val)
+	clear(val)
+}
+
+func (s *Server) putEntry(w http.ResponseWriter, r *http.Request) {
+	v := s.vault(w, r)
+	if v == nil {
+		return
+	}
+	c, err := cond(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	val, err := io.ReadAll(io.LimitReader(r.Body, provider.MaxValueSize+1))
+	if err != nil {
+		s.writeError(w, r, badRequestf(fmt.Sprintf("request body: %v", err)))
+		return
+	}
+	if len(val) > provider.MaxValueSize {
+		s.writeError(w, r, fmt.Errorf("%w: more than %d bytes (64 KiB)", provider.ErrValueTooLarge, provider.MaxValueSize))
+		return
+	}
+	version, err := v.Put(r.Context(), r.PathValue("name"), val, c)
+	clear(val)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	setETag(w, version)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) deleteEntry(w http.ResponseWriter, r *http.Request) {
+	v := s.vault(w, r)
+	if v == nil {
+		return
+	}
+	c, err := cond(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if c.CreateOnly {
+		s.writeError(w, r, badRequestf("If-None-Match does not apply to DELETE"))
+		return
+	}
+	if err := v.Delete(r.Context(), r.PathValue("name"), c.IfVersion); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) listEntries(w http.ResponseWriter, r *http.Request) {
+	v := s.vault(w, r)
+	if v == nil {
+		return
+	}
+	q := r.URL.Query()
+	limit := defaultLimit
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > maxLimit {
+			s.writeError(w, r, badRequestf(fmt.Sprintf("invalid limit %q: want 1 to %d", l, maxLimit)))
+			return
+		}
+		limit = n
+	}
+	names, err := v.List(r.Context(), q.Get("after"), limit)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := api.EntryList{Names: names}
+	if len(names) == limit {
+		out.Next = names[len(names)-1]
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// importEntries reads JSON lines and imports them all or none. The first bad
+// line is named by number.
+func (s *Server) importEntries(w http.ResponseWriter, r *http.Request) {
+	v := s.vault(w, r)
+	if v == nil {
+		return
+	}
+	items, err := parseImport(r.Body)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := v.PutAll(r.Context(), items); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.lg.Info("entries imported", zap.String(logs.Domain, v.Domain()), zap.Int(logs.Entries, len(items)))
+	writeJSON(w, http.StatusOK, api.ImportResponse{Imported: len(items)})
+}
+
+func parseImport(body io.Reader) ([]provider.Item, error) {
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 0, 64<<10), maxImportLine)
+	var items []provider.Item
+	seen := map[string]int{}
+	for n := 1; sc.Scan(); n++ {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var l api.ImportLine
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&l); err != nil {
+			return nil, badRequestf(fmt.Sprintf(`line %d: %v; want {"name":"…","value":"<base64>"}`, n, err))
+		}
+		if err := provider.ValidateName(l.Name); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		if err := provider.ValidateValue(l.Value); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		if first, dup := seen[l.Name]; dup {
+			return nil, badRequestf(fmt.Sprintf("line %d: name %q already on line %d", n, l.Name, first))
+		}
+		seen[l.Name] = n
+		items = append(items, provider.Item{Name: l.Name, Value: l.Value})
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, badRequestf(fmt.Sprintf("line %d: longer than %d bytes; values hold at most 64 KiB", len(items)+1, maxImportLine))
+		}
+		return nil, badRequestf(fmt.Sprintf("request body: %v", err))
+	}
+	return items, nil
+}
+
+// exportEntries streams every entry as JSON lines, then api.ExportEnd.
+func (s *Server) exportEntries(w http.ResponseWriter, r *http.Request) {
+	v := s.vault(w, r)
+	if v == nil {
+		return
+	}
+	ctx := r.Context()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	after := ""
+	n := 0
+	for {
+		names, err := v.List(ctx, after, defaultLimit)
+		if err != nil {
+			s.exportFailed(w, r, n, err)
+			return
+		}
+		for _, name := range names {
+			val, _, err := v.Get(ctx, name)
+			if errors.Is(err, provider.ErrNotFound) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				s.exportFailed(w, r, n, err)
+				return
+			}
+			err = enc.Encode(api.ImportLine{Name: name, Value: val})
+			clear(val)
+			if err != nil {
+				return // the client went away
+			}
+			n++
+		}
+		if len(names) < defaultLimit {
+			break
+		}
+		after = names[len(names)-1]
+	}
+	bw.WriteString(api.ExportEnd + "\n")
+	bw.Flush()
+	s.lg.Info("entries exported", zap.String(logs.Domain, v.Domain()), zap.Int(logs.Entries, n))
+}
+
+// exportFailed ends an export without its end line, so the client reports
+// it incomplete; before anything was sent it answers a proper error.
+func (s *Server) exportFailed(w http.ResponseWriter, r *http.Request, n int, err error) {
+	s.lg.Error("export failed", zap.String(logs.Domain, r.PathValue("domain")), zap.Int(logs.Entries, n), zap.Error(err))
+	if n == 0 {
+		s.writeError(w, r, err)
+	}
+}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// config is kmd's configuration. Every setting comes, in order of
+// precedence, from a flag, a KMD_* environment variable, the YAML config
+// file, or its default.
+type config struct {
+	DataDir       string        `yaml:"data_dir"`
+	Socket        string        `yaml:"socket"`
+	NodeID        int           `yaml:"node_id"`
+	RetryInterval time.Duration `yaml:"retry_interval"`
+	LogFile       string        `yaml:"log_file"`
+	LogFormat     string        `yaml:"log_format"`
+	EventHook     string        `yaml:"event_hook"`
+}
+
+func defaults() config {
+	return config{DataDir: "/var/lib/kmd", NodeID: 1, RetryInterval: 15 * time.Minute, LogFile: "/var/log/kmd.log", LogFormat: "json"}
+}
+
+// setting ties one config field to its flag, env variable and YAML key.
+type setting struct {
+	flag, env, help string
+	set             func(c *config, v string) error
+}
+
+func durationSetting(dst func(*config) *time.Duration) func(*config, string) error {
+	return func(c *config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("invalid duration %q: want a positive Go duration such as 15m, 90s or 1h", v)
+		}
+		*dst(c) = d
+		return nil
+	}
+}
+
+var settings = []setting{
+	{"data-dir", "KMD_DATA_DIR", "directory of the stores, keys, state and socket (default /var/lib/kmd)",
+		func(c *config, v string) error { c.DataDir = v; return nil }},
+	{"socket", "KMD_SOCKET", "unix socket of the API (default <data-dir>/kmd.sock)",
+		func(c *config, v string) error { c.Socket = v; return nil }},
+	{"node-id", "KMD_NODE_ID", "this node's id, shown by sed status (default 1)",
+		func(c *config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return fmt.Errorf("invalid node id %q: want a positive integer", v)
+			}
+			c.NodeID = n
+			return nil
+		}},
+	{"retry-interval", "KMD_RETRY_INTERVAL", "how long after a failed rekey it is retried (default 15m)",
+		durationSetting(func(c *config) *time.Duration { return &c.RetryInterval })},
+	{"log-file", "KMD_LOG_FILE", `log file; "-" for stderr (default /var/log/kmd.log, stderr if it cannot be opened)`,
+		func(c *config, v string) error { c.LogFile = v; return nil }},
+	{"log-format", "KMD_LOG_FORMAT", "json or console (default json)",
+		func(c *config, v string) error {
+			if v != "json" && v != "console" {
+				return fmt.Errorf("invalid log format %q: want json or console", v)
+			}
+			c.LogFormat = v
+			return nil
+		}},
+	{"event-hook", "KMD_EVENT_HOOK", "shell command given each event as one JSON line on stdin",
+		func(c *config, v string) error { c.EventHook = v; return nil }},
+}
+
+// usageError is bad input: kmd exits 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+
+// loadConfig parses args, env and the config file.
+func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("kmd", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	configPath := fs.String("config", "", "YAML config file (env KMD_CONFIG)")
+	vals := map[string]*string{}
+	for _, s := range settings {
+		vals[s.flag] = fs.String(s.flag, "", s.help+" (env "+s.env+")")
+	}
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: kmd [--config FILE] [--data-dir DIR] [--socket PATH] [--node-id N]\n"+
+			"           [--retry-interval 15m] [--log-file PATH] [--log-format json|console] [--event-hook CMD]\n\n")
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return config{}, err
+		}
+		return config{}, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return config{}, usageError{fmt.Errorf("unexpected argument %q: kmd takes flags only", fs.Arg(0))}
+	}
+	if *showVersion {
+		return config{}, errShowVersion
+	}
+	c := defaults()
+	path := *configPath
+	if path == "" {
+		path = getenv("KMD_CONFIG")
+	}
+	if path != "" {
+		if err := c.loadFile(path); err != nil {
+			return config{}, usageError{err}
+		}
+	}
+	for _, s := range settings {
+		if v := getenv(s.env); v != "" {
+			if err := s.set(&c, v); err != nil {
+				return config{}, usageError{fmt.Errorf("%s: %w", s.env, err)}
+			}
+		}
+	}
+	var ferr error
+	fs.Visit(func(f *flag.Flag) {
+		for _, s := range settings {
+			if s.flag == f.Name && ferr == nil {
+				if err := s.set(&c, f.Value.String()); err != nil {
+					ferr = usageError{fmt.Errorf("--%s: %w", s.flag, err)}
+				}
+			}
+		}
+	})
+	if ferr != nil {
+		return config{}, ferr
+	}
+	if c.DataDir == "" {
+		return config{}, usageError{errors.New("empty data dir: want a directory such as /var/lib/kmd")}
+	}
+	if c.Socket == "" {
+		c.Socket = filepath.Join(c.DataDir, "kmd.sock")
+	}
+	return c, nil
+}
+
+var errShowVersion = errors.New("version")
+
+// loadFile reads the YAML config file; unknown keys are errors, since a
+// misspelt key silently ignored is a setting silently not applied.
+func (c *config) loadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var raw map[string]yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&raw); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %v", path, oneLine(err))
+	}
+	for key, node := range raw {
+		var s *setting
+		for i := range settings {
+			if strings.ReplaceAll(settings[i].flag, "-", "_") == key {
+				s = &settings[i]
+			}
+		}
+		if s == nil {
+			return fmt.Errorf("config file %s line %d: unknown key %q; want one of %s", path, node.Line, key, knownKeys())
+		}
+		if node.Kind != yaml.ScalarNode {
+			return fmt.Errorf("config file %s line %d: %s must be a single value", path, node.Line, key)
+		}
+		if err := s.set(c, node.Value); err != nil {
+			return fmt.Errorf("config file %s line %d: %s: %w", path, node.Line, key, err)
+		}
+	}
+	return nil
+}
+
+func knownKeys() string {
+	keys := make([]string, len(settings))
+	for i, s := range settings {
+		keys[i] = strings.ReplaceAll(s.flag, "-", "_")
+	}
+	return strings.Join(keys, ", ")
+}
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
