@@ -202,6 +202,9 @@ func (c *Client) Export(ctx context.Context, domain string, w io.Writer) error {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return &ConnectError{Socket: c.socket, Err: unwrapURL(err)}
 	}
 	defer resp.Body.Close()

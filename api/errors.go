@@ -75,7 +75,7 @@ type ConnectError struct {
 }
 
 func (e *ConnectError) Error() string {
-	return fmt.Sprintf("cannot reach kmd at %s: %v (is kmd running? see --socket or KMD_SOCKET)", e.Socket, e.Err)
+	return fmt.Sprintf("cannot reach kmd at %s: %v", e.Socket, e.Err)
 }
 
 func (e *ConnectError) Unwrap() error { return e.Err }

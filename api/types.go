@@ -32,6 +32,8 @@ const (
 	StatusFailed     = "FAILED"
 	StatusLocal      = "LOCAL" // sed: MK local, nothing running
 	StatusKMIP       = "KMIP"  // sed: MK on a KMIP server, nothing running
+	StatusMigrating  = "MIGRATING"
+	StatusStaged     = "STAGED"
 )
 
 // Progress of a running rekey.

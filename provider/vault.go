@@ -112,7 +112,7 @@ func (v *Vault) Get(ctx context.Context, name string) ([]byte, int64, error) {
 	}
 	e, err := v.store.Get(ctx, name)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, v.named(err, name)
 	}
 	v.mu.RLock()
 	k := v.keys[e.KeyID]
@@ -148,7 +148,17 @@ func (v *Vault) Put(ctx context.Context, name string, value []byte, c Cond) (int
 	if err != nil {
 		return 0, err
 	}
-	return v.store.Put(ctx, Entry{Name: name, KeyID: k.ID(), Sealed: sealed}, c)
+	n, err := v.store.Put(ctx, Entry{Name: name, KeyID: k.ID(), Sealed: sealed}, c)
+	return n, v.named(err, name)
+}
+
+// named adds the entry and domain to the "not found", "exists" and
+// "version" errors, so an API answer says which entry it is about.
+func (v *Vault) named(err error, name string) error {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) || errors.Is(err, ErrVersionMismatch) {
+		return fmt.Errorf("%w: %q in %s", err, name, v.domain)
+	}
+	return err
 }
 
 // Item is one entry to import.
@@ -188,7 +198,7 @@ func (v *Vault) Delete(ctx context.Context, name string, ifVersion int64) error 
 	if err := ValidateName(name); err != nil {
 		return err
 	}
-	return v.store.Delete(ctx, name, ifVersion)
+	return v.named(v.store.Delete(ctx, name, ifVersion), name)
 }
 
 // List returns up to limit names after after, sorted.
