@@ -563,7 +563,7 @@ func (e *Engine) destroy(ctx context.Context, st State) error {
 	e.cfg.Vault.DropKey(st.From)
 	e.trace("destroy:done")
 	e.emit(logs.Event{Name: logs.EventRekeyCompleted, KeyID: st.To,
-		Message: fmt.Sprintf("rekey of %s completed: %d entries now under key %s; key %s destroyed", e.cfg.Domain, done, st.To, st.From)})
+		Message: fmt.Sprintf("rekey of %s completed: key %s replaced key %s, which is destroyed; entries re-encrypted: %d", e.cfg.Domain, st.To, st.From, done)})
 	return nil
 }
 
