@@ -82,12 +82,25 @@ func (l *LocalKeys) Create(ctx context.Context, domain, id string) (KeyRef, []by
 	buf = append(buf, keyFileMagic...)
 	buf = append(buf, m...)
 	buf = append(buf, keyFileChecksum(domain, id, m)...)
-	if err := fsx.WriteFileAtomic(p, buf, 0o600); err != nil {
+	// Never replace a key file: a concurrent Create of the same ID that got
+	// there first wins, and we return its material, not ours.
+	if err := fsx.WriteFileExclusive(p, buf, 0o600); os.IsExist(err) {
+		clear(m)
+		return l.existing(ctx, ref)
+	} else if err != nil {
 		return KeyRef{}, nil, fmt.Errorf("create key %s/%s: %w", domain, id, err)
 	}
 	// The domain dir may be new: make its entry in l.dir durable too.
 	if err := fsx.SyncDir(l.dir); err != nil {
 		return KeyRef{}, nil, fmt.Errorf("create key %s/%s: %w", domain, id, err)
+	}
+	return ref, m, nil
+}
+
+func (l *LocalKeys) existing(ctx context.Context, ref KeyRef) (KeyRef, []byte, error) {
+	m, err := l.Load(ctx, ref)
+	if err != nil {
+		return KeyRef{}, nil, err
 	}
 	return ref, m, nil
 }
@@ -155,6 +168,9 @@ func (l *LocalKeys) Destroy(_ context.Context, ref KeyRef) error {
 
 // List returns the IDs of the key files of domain, for orphan checks.
 func (l *LocalKeys) List(domain string) ([]string, error) {
+	if !safeComponent.MatchString(domain) {
+		return nil, fmt.Errorf("list keys of domain %q: invalid name", domain)
+	}
 	ents, err := os.ReadDir(filepath.Join(l.dir, domain))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil

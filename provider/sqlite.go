@@ -30,7 +30,9 @@ const schemaVersion = 1
 
 const schema = `
 CREATE TABLE IF NOT EXISTS entries (
-	id      INTEGER PRIMARY KEY,
+	-- AUTOINCREMENT: an id is never reused, so (id, version) names one
+	-- incarnation of a row even if its entry is deleted and created again.
+	id      INTEGER PRIMARY KEY AUTOINCREMENT,
 	name    TEXT    NOT NULL UNIQUE,
 	mk      TEXT    NOT NULL,
 	version INTEGER NOT NULL,
@@ -363,13 +365,14 @@ func (s *SQLiteStore) Rewrap(ctx context.Context, from string, batch []Entry) (n
 		return 0, fmt.Errorf("rewrap: %w", err)
 	}
 	defer tx.Rollback()
-	st, err := tx.PrepareContext(ctx, `UPDATE entries SET mk = ?1, ct = ?2 WHERE id = ?3 AND version = ?4 AND mk = ?5`)
+	// Ids are never reused (AUTOINCREMENT); the name check is a second guard.
+	st, err := tx.PrepareContext(ctx, `UPDATE entries SET mk = ?1, ct = ?2 WHERE id = ?3 AND version = ?4 AND mk = ?5 AND name = ?6`)
 	if err != nil {
 		return 0, fmt.Errorf("rewrap: %w", err)
 	}
 	defer st.Close()
 	for _, e := range batch {
-		res, err := st.ExecContext(ctx, e.KeyID, e.Sealed, e.Ref, e.Version, from)
+		res, err := st.ExecContext(ctx, e.KeyID, e.Sealed, e.Ref, e.Version, from, e.Name)
 		if err != nil {
 			return 0, fmt.Errorf("rewrap %q: %w", e.Name, err)
 		}
@@ -411,6 +414,9 @@ func (s *SQLiteStore) State(ctx context.Context, name string) ([]byte, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("state %s: %w", name, err)
+	}
+	if v == nil {
+		v = []byte{} // set, but empty: nil means unset
 	}
 	return v, nil
 }

@@ -60,10 +60,44 @@ func SyncDir(dir string) error {
 // RemoveDurable removes path and fsyncs its directory. A path that does not
 // exist is not an error.
 func RemoveDurable(path string) error {
-	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+	err := os.Remove(path)
+	if os.IsNotExist(err) {
+		if _, derr := os.Stat(filepath.Dir(path)); os.IsNotExist(derr) {
+			return nil // nor its directory: nothing to make durable
+		}
+	} else if err != nil {
 		return err
 	}
 	return SyncDir(filepath.Dir(path))
+}
+
+// WriteFileExclusive writes data to path durably, like WriteFileAtomic, but
+// never replaces an existing file: if path exists it returns an error for
+// which os.IsExist is true, and path is left as it was. The file appears
+// whole or not at all (it is linked into place after its contents are
+// synced).
+func WriteFileExclusive(path string, data []byte, perm os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	defer f.Close()
+	if err = f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = os.Link(tmp, path); err != nil {
+		return err
+	}
+	return SyncDir(dir)
 }
 
 // MkdirPrivate creates dir (and parents) with mode 0700 and makes sure an
