@@ -37,9 +37,18 @@ func NewClient(socket string) *Client {
 	return &Client{socket: socket, http: &http.Client{Transport: tr}, base: "http://kmd"}
 }
 
-// EntryPath returns the path of an entry, with the name path-escaped.
+// EntryPath returns the path of an entry, with the name path-escaped. The
+// names "." and ".." are sent as %2E segments, which nothing on the way
+// takes for a relative path.
 func EntryPath(domain, name string) string {
-	return PathDomains + url.PathEscape(domain) + "/entries/" + url.PathEscape(name)
+	return PathDomains + url.PathEscape(domain) + "/entries/" + escapeSegment(name)
+}
+
+func escapeSegment(s string) string {
+	if s == "." || s == ".." {
+		return strings.Repeat("%2E", len(s))
+	}
+	return url.PathEscape(s)
 }
 
 // do sends a request and decodes a JSON answer into out (if not nil). A

@@ -82,9 +82,12 @@ type Scheduler struct {
 	maxSleep time.Duration
 	tick     func() time.Time
 
-	mu   sync.Mutex
-	next time.Time // what tick last said; zero: nothing due
-	id   cron.EntryID
+	mu   sync.Mutex // guards next; never held while calling into cron,
+	next time.Time  // whose run loop calls wake.Next, which takes it
+	// what tick last said; zero: nothing due
+
+	entryMu sync.Mutex // serialises re-arming the cron entry
+	id      cron.EntryID
 }
 
 // NewScheduler returns a stopped scheduler.
@@ -116,9 +119,11 @@ func (s *Scheduler) Start() {
 // retry was set, so that a nearer due time is not slept through.
 func (s *Scheduler) Wake() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.cron.Remove(s.id)
 	s.next = time.Now()
+	s.mu.Unlock()
+	s.entryMu.Lock()
+	defer s.entryMu.Unlock()
+	s.cron.Remove(s.id)
 	s.id = s.cron.Schedule(wake{s}, cron.FuncJob(s.run))
 }
 

@@ -33,7 +33,7 @@ func httpError(err error) (int, string) {
 		return http.StatusBadRequest, api.CodeInvalidValue
 	case errors.Is(err, provider.ErrValueTooLarge):
 		return http.StatusRequestEntityTooLarge, api.CodeTooLarge
-	case errors.Is(err, provider.ErrNotFound):
+	case errors.Is(err, provider.ErrNotFound), errors.Is(err, errNoEndpoint):
 		return http.StatusNotFound, api.CodeNotFound
 	case errors.Is(err, domains.ErrUnknownDomain), errors.Is(err, domains.ErrUnknownScope):
 		return http.StatusNotFound, api.CodeUnknownDomain

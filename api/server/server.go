@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -59,16 +60,53 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+api.PathRekey+"{scope}", s.getRekey)
 	mux.HandleFunc("PUT "+api.PathRekey+"{scope}", s.modifyRekey)
 	mux.HandleFunc("POST "+api.PathRekey+"{scope}", s.startRekey)
-	mux.HandleFunc("GET "+api.PathDomains+"{domain}/entries", s.listEntries)
-	mux.HandleFunc("GET "+api.PathDomains+"{domain}/entries/{name}", s.getEntry)
-	mux.HandleFunc("PUT "+api.PathDomains+"{domain}/entries/{name}", s.putEntry)
-	mux.HandleFunc("DELETE "+api.PathDomains+"{domain}/entries/{name}", s.deleteEntry)
-	mux.HandleFunc("POST "+api.PathDomains+"{domain}/import", s.importEntries)
-	mux.HandleFunc("GET "+api.PathDomains+"{domain}/export", s.exportEntries)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, fmt.Errorf("%w: no endpoint %s %s", provider.ErrNotFound, r.Method, r.URL.Path))
+	mux.HandleFunc("/", s.noEndpoint)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.EscapedPath(), api.PathDomains) {
+			s.routeDomain(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
 	})
-	return mux
+}
+
+var errNoEndpoint = errors.New("no such endpoint")
+
+func (s *Server) noEndpoint(w http.ResponseWriter, r *http.Request) {
+	s.writeError(w, r, fmt.Errorf("%w: %s %s", errNoEndpoint, r.Method, r.URL.Path))
+}
+
+// routeDomain routes /v1/domains/{domain}/… on the escaped path itself:
+// http.ServeMux would clean "." and ".." segments away, and those are valid
+// entry names.
+func (s *Server) routeDomain(w http.ResponseWriter, r *http.Request) {
+	segs := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), api.PathDomains), "/")
+	for i, seg := range segs {
+		v, err := url.PathUnescape(seg)
+		if err != nil {
+			s.writeError(w, r, badRequestf(fmt.Sprintf("invalid path segment %q: %v", seg, err)))
+			return
+		}
+		segs[i] = v
+	}
+	var h http.HandlerFunc
+	switch {
+	case len(segs) == 2 && segs[1] == "entries" && r.Method == http.MethodGet:
+		h = s.listEntries
+	case len(segs) == 3 && segs[1] == "entries":
+		h = map[string]http.HandlerFunc{http.MethodGet: s.getEntry, http.MethodPut: s.putEntry, http.MethodDelete: s.deleteEntry}[r.Method]
+		r.SetPathValue("name", segs[2])
+	case len(segs) == 2 && segs[1] == "import" && r.Method == http.MethodPost:
+		h = s.importEntries
+	case len(segs) == 2 && segs[1] == "export" && r.Method == http.MethodGet:
+		h = s.exportEntries
+	}
+	if h == nil {
+		s.noEndpoint(w, r)
+		return
+	}
+	r.SetPathValue("domain", segs[0])
+	h(w, r)
 }
 
 func (s *Server) getVersion(w http.ResponseWriter, _ *http.Request) {
@@ -166,13 +204,22 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool, 
 	if allowEmpty && len(bytes.TrimSpace(body)) == 0 {
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := decodeStrict(body, v); err != nil {
 		return badRequestf(fmt.Sprintf("invalid request body: %v; want %s", err, want))
 	}
-	if dec.More() {
-		return badRequestf("invalid request body: more than one JSON value; want " + want)
+	return nil
+}
+
+// decodeStrict decodes exactly one JSON value with no unknown fields and
+// nothing after it but white space.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON value")
 	}
 	return nil
 }
@@ -228,8 +275,11 @@ func setETag(w http.ResponseWriter, version int64) {
 func cond(r *http.Request) (provider.Cond, error) {
 	var c provider.Cond
 	if v := r.Header.Get("If-Match"); v != "" {
-		n, err := strconv.ParseInt(strings.Trim(v, `"`), 10, 64)
-		if err != nil || n < 1 || len(v) < 3 || v[0] != '"' || v[len(v)-1] != '"' {
+		// ETags compare as written: "04" is not "4".
+		inner, quoted := strings.CutPrefix(v, `"`)
+		inner, closed := strings.CutSuffix(inner, `"`)
+		n, err := strconv.ParseInt(inner, 10, 64)
+		if err != nil || n < 1 || !quoted || !closed || strconv.FormatInt(n, 10) != inner {
 			return c, badRequestf(fmt.Sprintf(`invalid If-Match %q: want an entry version in quotes, as its ETag gives it, e.g. "3"`, v))
 		}
 		c.IfVersion = n
@@ -367,15 +417,15 @@ func parseImport(body io.Reader) ([]provider.Item, error) {
 	sc.Buffer(make([]byte, 0, 64<<10), maxImportLine)
 	var items []provider.Item
 	seen := map[string]int{}
-	for n := 1; sc.Scan(); n++ {
+	n := 0
+	for sc.Scan() {
+		n++
 		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 {
 			continue
 		}
 		var l api.ImportLine
-		dec := json.NewDecoder(bytes.NewReader(line))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&l); err != nil {
+		if err := decodeStrict(line, &l); err != nil {
 			return nil, badRequestf(fmt.Sprintf(`line %d: %v; want {"name":"…","value":"<base64>"}`, n, err))
 		}
 		if err := provider.ValidateName(l.Name); err != nil {
@@ -392,7 +442,7 @@ func parseImport(body io.Reader) ([]provider.Item, error) {
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, badRequestf(fmt.Sprintf("line %d: longer than %d bytes; values hold at most 64 KiB", len(items)+1, maxImportLine))
+			return nil, badRequestf(fmt.Sprintf("line %d: longer than %d bytes; values hold at most 64 KiB", n+1, maxImportLine))
 		}
 		return nil, badRequestf(fmt.Sprintf("request body: %v", err))
 	}
