@@ -45,6 +45,7 @@ const (
 	StatusActive     = "ACTIVE"
 	StatusInProgress = "IN_PROGRESS"
 	StatusFailed     = "FAILED"
+	StatusMigrating  = "MIGRATING"
 )
 
 // Config configures a Registry.
@@ -89,6 +90,12 @@ type Registry struct {
 	order  []*Domain
 	sched  *rekey.Scheduler
 	lock   *fsx.Lock // on <data-dir>/kmd.lock: one registry per data dir
+
+	srcMu       sync.Mutex // guards cfg.Sources
+	kmipMu      sync.Mutex // guards kmipServers; held across a server's create or delete
+	kmipServers map[string]KMIPServer
+	queueMu     sync.Mutex
+	queued      map[string]bool // rekeys asked for while the domain migrates
 
 	tickMu    sync.Mutex // one Tick at a time
 	mu        sync.Mutex // guards schedules
@@ -178,8 +185,11 @@ func open(ctx context.Context, cfg Config, lock *fsx.Lock) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Registry{cfg: cfg, lg: cfg.Log, local: local, byName: map[string]*Domain{}, lock: lock}
+	r := &Registry{cfg: cfg, lg: cfg.Log, local: local, byName: map[string]*Domain{}, lock: lock, queued: map[string]bool{}}
 	if err := r.loadSchedules(); err != nil {
+		return nil, err
+	}
+	if err := r.loadKMIPServers(); err != nil {
 		return nil, err
 	}
 	for _, name := range append(slices.Clone(ClusterDomains), SEDDomain) {
@@ -202,10 +212,12 @@ func (r *Registry) Sources(location string) (provider.KeySource, error) {
 	if location == provider.LocationLocal {
 		return r.local, nil
 	}
+	r.srcMu.Lock()
+	defer r.srcMu.Unlock()
 	if s, ok := r.cfg.Sources[location]; ok {
 		return s, nil
 	}
-	return nil, fmt.Errorf("no key source %q", location)
+	return nil, fmt.Errorf("%w %q: its master keys cannot be reached; check `kmctl kmip server list`", ErrUnknownServer, location)
 }
 
 // StorePath returns the database file of a domain.
@@ -300,6 +312,11 @@ func (r *Registry) Close() error {
 	for _, d := range r.order {
 		if d.store != nil {
 			errs = append(errs, d.store.Close())
+		}
+	}
+	for _, src := range r.cfg.Sources {
+		if c, ok := src.(interface{ Close() error }); ok {
+			c.Close()
 		}
 	}
 	errs = append(errs, r.lock.Unlock())

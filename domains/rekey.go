@@ -28,26 +28,18 @@ func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(names) == 0 {
-		names = all
+	ds, err := r.scopeDomains(scope, names)
+	if err != nil {
+		return nil, err
 	}
-	var ds []*Domain
-	for _, n := range names {
-		d, err := r.Domain(n)
-		if err != nil {
-			return nil, err
-		}
-		if d.Scope != scope {
-			return nil, fmt.Errorf("%w %q in scope %s", ErrUnknownDomain, n, scope)
-		}
-		if d.openErr != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, d.openErr)
-		}
-		if d.engine.Status().Running {
-			return nil, fmt.Errorf("%w for %s", rekey.ErrInProgress, n)
-		}
-		if !slices.Contains(ds, d) {
-			ds = append(ds, d)
+	var migrating []*Domain
+	for _, d := range ds {
+		st := d.engine.Status()
+		switch {
+		case st.Pending() && st.Op == rekey.OpMigrate && !st.Failed():
+			migrating = append(migrating, d) // the rekey waits for the migration
+		case st.Running:
+			return nil, fmt.Errorf("%w for %s", rekey.ErrInProgress, d.Name)
 		}
 	}
 	whole := len(ds) == len(all)
@@ -58,7 +50,12 @@ func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
 	}
 	var started []string
 	for _, d := range ds {
-		if err := d.engine.Start(r.currentLocation(d)); err != nil {
+		if slices.Contains(migrating, d) {
+			r.queueMu.Lock()
+			r.queued[d.Name] = true
+			r.queueMu.Unlock()
+			r.lg.Info("rekey queued behind migration", zap.String(logs.Domain, d.Name))
+		} else if err := d.engine.Start(r.currentLocation(d)); err != nil {
 			return started, err
 		}
 		started = append(started, d.Name)
@@ -86,6 +83,9 @@ func (r *Registry) finished(domain string, err error) {
 	r.mu.Unlock()
 	if err != nil && r.sched != nil {
 		r.sched.Wake() // so the retry time is slept towards, not a full TickMax
+	}
+	if err == nil {
+		go r.runQueued(domain) // after this run has ended
 	}
 }
 

@@ -91,6 +91,8 @@ func (r *Registry) domainStatus(ctx context.Context, d *Domain) Status {
 		s.Status, s.Error = StatusFailed, es.Error
 		t := es.NextRetry
 		s.NextRetry = &t
+	case es.Pending() && es.Op == rekey.OpMigrate:
+		s.Status = StatusMigrating
 	case es.Pending():
 		s.Status = StatusInProgress
 	case d.Vault.Unavailable() != nil:
@@ -100,7 +102,7 @@ func (r *Registry) domainStatus(ctx context.Context, d *Domain) Status {
 	default:
 		s.Status = StatusActive
 	}
-	if es.Pending() && !es.Failed() && es.Op == rekey.OpRekey {
+	if es.Pending() && !es.Failed() && es.Op != rekey.OpInit {
 		s.Rekey = &Progress{Done: es.Done, Total: es.Total, Started: es.Started}
 	}
 	return s

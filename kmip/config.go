@@ -274,3 +274,12 @@ func validity(c *x509.Certificate, now time.Time) string {
 	}
 	return ""
 }
+
+// ValidateServerName checks a server name: 1–64 of letters, digits and
+// "._-", starting with a letter or digit, and not "Local".
+func ValidateServerName(name string) error {
+	if !serverName.MatchString(name) || strings.EqualFold(name, provider.LocationLocal) {
+		return fmt.Errorf("%w: server name %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, and not \"Local\"", ErrConfig, name)
+	}
+	return nil
+}

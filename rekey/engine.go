@@ -183,12 +183,22 @@ func (e *Engine) Start(target string) error {
 	if e.running {
 		return fmt.Errorf("%w for %s", ErrInProgress, e.cfg.Domain)
 	}
+	if e.state.Phase != PhaseNone && e.state.Target != target {
+		return fmt.Errorf("%w for %s: a %s to %s failed (%s); retry it or let it complete first",
+			ErrOtherPending, e.cfg.Domain, e.state.Op, e.state.Target, e.state.Error)
+	}
 	if e.state.Phase == PhaseNone {
 		from := e.cfg.Vault.Current()
 		if from == "" {
 			return fmt.Errorf("rekey %s: %w", e.cfg.Domain, provider.ErrKeyUnavailable)
 		}
-		st := State{Phase: PhasePrepare, Op: OpRekey, From: from, To: newKeyID(), Target: target, Started: e.now()}
+		op := OpRekey
+		if loc, err := e.location(from); err != nil {
+			return err
+		} else if loc != target {
+			op = OpMigrate
+		}
+		st := State{Phase: PhasePrepare, Op: op, From: from, To: newKeyID(), Target: target, Started: e.now()}
 		su, err := stateUpdate(st)
 		if err != nil {
 			return err
@@ -201,6 +211,19 @@ func (e *Engine) Start(target string) error {
 	}
 	e.launchLocked()
 	return nil
+}
+
+// location returns where MK id lives.
+func (e *Engine) location(id string) (string, error) {
+	infos, err := e.store.Keys(e.ctx)
+	if err != nil {
+		return "", err
+	}
+	ki, ok := findKey(infos, id)
+	if !ok {
+		return "", fmt.Errorf("rekey %s: key %s has no metadata", e.cfg.Domain, id)
+	}
+	return ki.Location, nil
 }
 
 // Resume runs a pending rekey now if none is running: at start (invariant
@@ -587,6 +610,7 @@ type Status struct {
 	Phase     Phase
 	Op        string
 	From, To  string
+	Target    string // location of the new MK
 	Running   bool
 	Error     string // why the last run failed; "" if it did not
 	Done      int64
@@ -607,9 +631,9 @@ func (e *Engine) Status() Status {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := e.state
-	s := Status{Phase: st.Phase, Op: st.Op, From: st.From, To: st.To, Running: e.running, Error: st.Error,
+	s := Status{Phase: st.Phase, Op: st.Op, From: st.From, To: st.To, Target: st.Target, Running: e.running, Error: st.Error,
 		Total: st.Total, Started: st.Started, Attempts: st.Attempts, NextRetry: st.NextRetry}
-	if st.Phase != PhaseNone && st.Op == OpRekey {
+	if st.Phase != PhaseNone && st.Op != OpInit {
 		s.Done = min(e.done.Load(), st.Total)
 		if st.Phase == PhaseVerify || st.Phase == PhaseDestroy {
 			s.Done = st.Total

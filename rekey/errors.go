@@ -14,4 +14,7 @@ var (
 	ErrNoProgress = errors.New("rewrap made no progress")
 	// ErrClosed: the engine is shutting down.
 	ErrClosed = errors.New("engine closed")
+	// ErrOtherPending: a failed rekey or migration to another location is
+	// pending; it must be retried (or complete) first.
+	ErrOtherPending = errors.New("another rekey is pending")
 )

@@ -30,8 +30,9 @@ const (
 
 // Ops: what a pending state machine run is for.
 const (
-	OpInit  = "init"  // the domain's first MK
-	OpRekey = "rekey" // replace the MK
+	OpInit    = "init"    // the domain's first MK
+	OpRekey   = "rekey"   // replace the MK, at the same location
+	OpMigrate = "migrate" // replace the MK with one made at another location
 )
 
 // stateKey is the name of the persisted state in the store.

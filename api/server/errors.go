@@ -9,6 +9,7 @@ import (
 
 	"github.com/kmd-project/kmd/api"
 	"github.com/kmd-project/kmd/domains"
+	"github.com/kmd-project/kmd/kmip"
 	"github.com/kmd-project/kmd/logs"
 	"github.com/kmd-project/kmd/provider"
 	"github.com/kmd-project/kmd/rekey"
@@ -27,6 +28,15 @@ func httpError(err error) (int, string) {
 	switch {
 	case errors.As(err, &br):
 		return http.StatusBadRequest, api.CodeBadRequest
+	case errors.Is(err, kmip.ErrConfig):
+		return http.StatusBadRequest, api.CodeInvalidValue
+	case errors.Is(err, domains.ErrUnknownServer):
+		return http.StatusNotFound, api.CodeNotFound
+	case errors.Is(err, domains.ErrInUse), errors.Is(err, domains.ErrExists), errors.Is(err, domains.ErrNothingToDo),
+		errors.Is(err, rekey.ErrOtherPending):
+		return http.StatusConflict, api.CodeConflict
+	case errors.Is(err, domains.ErrVerify), errors.Is(err, kmip.ErrUnreachable), errors.Is(err, kmip.ErrTimeout):
+		return http.StatusServiceUnavailable, api.CodeUnavailable
 	case errors.Is(err, provider.ErrInvalidName):
 		return http.StatusBadRequest, api.CodeInvalidName
 	case errors.Is(err, rekey.ErrBadRotation):

@@ -60,6 +60,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+api.PathRekey+"{scope}", s.getRekey)
 	mux.HandleFunc("PUT "+api.PathRekey+"{scope}", s.modifyRekey)
 	mux.HandleFunc("POST "+api.PathRekey+"{scope}", s.startRekey)
+	s.kmipRoutes(mux)
 	mux.HandleFunc("/", s.noEndpoint)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.EscapedPath(), api.PathDomains) {
