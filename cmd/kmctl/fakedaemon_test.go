@@ -240,6 +240,89 @@ func TestFakeDaemon_RequestsAndOutput(t *testing.T) {
 				"      \"message\": \"rekey of S3 completed\"\n    }\n  ]\n}\n",
 		},
 		{
+			name: "kmip server list", args: []string{"kmip", "server", "list"},
+			answer: func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, sampleKMIPServers()) },
+			want:   []request{{Method: "GET", URI: "/v1/kmip/servers/"}}, wantStdout: kmipListGolden,
+		},
+		{
+			name: "kmip server list empty -o json", args: []string{"kmip", "server", "list", "-o", "json"},
+			answer:     func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, api.KMIPServerList{}) },
+			want:       []request{{Method: "GET", URI: "/v1/kmip/servers/"}},
+			wantStdout: "{\n  \"servers\": []\n}\n",
+		},
+		{
+			name: "kmip server view", args: []string{"kmip", "server", "view", "kmip1"},
+			answer: func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, sampleKMIPServer()) },
+			want:   []request{{Method: "GET", URI: "/v1/kmip/servers/kmip1"}}, wantStdout: kmipViewGolden,
+		},
+		{
+			name: "kmip server view -o json", args: []string{"kmip", "server", "view", "kmip1", "-o", "json"},
+			answer: func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, sampleKMIPServer()) },
+			want:   []request{{Method: "GET", URI: "/v1/kmip/servers/kmip1"}},
+			wantStdout: "{\n  \"name\": \"kmip1\",\n  \"host\": \"kmip.example.com\",\n  \"port\": 5696,\n" +
+				"  \"min_tls_version\": \"1.2\",\n  \"connection_timeout\": \"10s\",\n  \"client_cert_subject\": \"CN=kmd,O=Example\",\n" +
+				"  \"client_cert_expires\": \"2027-11-22T09:19:16+01:00\",\n  \"created\": \"2026-11-22T09:19:16Z\",\n  \"keys\": 2,\n" +
+				"  \"domains\": [\n    \"S3\",\n    \"SSO\"\n  ]\n}\n",
+		},
+		{
+			name: "kmip server delete", args: []string{"kmip", "server", "delete", "kmip_old-1.a"},
+			answer: func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(204) },
+			want:   []request{{Method: "DELETE", URI: "/v1/kmip/servers/kmip_old-1.a"}}, wantStdout: "KMIP server kmip_old-1.a deleted\n",
+		},
+		{
+			name: "kmip server delete -o json", args: []string{"kmip", "server", "delete", "kmip1", "-o", "json"},
+			answer:     func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(204) },
+			want:       []request{{Method: "DELETE", URI: "/v1/kmip/servers/kmip1"}},
+			wantStdout: "{\n  \"name\": \"kmip1\",\n  \"deleted\": true\n}\n",
+		},
+		{
+			name: "kmip server verify one", args: []string{"kmip", "server", "verify", "kmip1"},
+			answer: func(w http.ResponseWriter, _ *http.Request) {
+				writeJSON(w, 200, api.KMIPVerifyResponse{Reports: []api.KMIPVerifyReport{sampleVerifyOK()}})
+			},
+			want:       []request{{Method: "POST", URI: "/v1/kmip/servers/kmip1/verify"}},
+			wantStdout: kmipVerifyGolden[:strings.Index(kmipVerifyGolden, "\n\n")+1],
+		},
+		{
+			name: "kmip server verify none", args: []string{"kmip", "server", "verify", "-o", "json"},
+			answer:     func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, api.KMIPVerifyResponse{}) },
+			want:       []request{{Method: "POST", URI: "/v1/kmip/servers/-/verify"}},
+			wantStdout: "{\n  \"reports\": []\n}\n",
+		},
+		{
+			name: "cluster migrate to a server", args: []string{"cluster", "migrate", "--to-server", "kmip1", "--domain", "S3", "--domain", "SSO",
+				"--domain", "S3", "--retry", "--yes"},
+			answer: func(w http.ResponseWriter, _ *http.Request) {
+				writeJSON(w, 202, api.RekeyStartResponse{Started: []string{"S3", "SSO"}})
+			},
+			want:       []request{{Method: "POST", URI: "/v1/migrate/cluster", Body: `{"to_server":"kmip1","domains":["S3","SSO"],"retry":true}`}},
+			wantStdout: "Migration started: S3, SSO\n",
+		},
+		{
+			name: "cluster migrate to local -o json", args: []string{"cluster", "migrate", "--to-local", "--yes", "-o", "json"},
+			answer: func(w http.ResponseWriter, _ *http.Request) {
+				writeJSON(w, 202, api.RekeyStartResponse{Started: []string{"CELOG", "S3"}})
+			},
+			want:       []request{{Method: "POST", URI: "/v1/migrate/cluster", Body: `{"to_local":true}`}},
+			wantStdout: "{\n  \"started\": [\n    \"CELOG\",\n    \"S3\"\n  ]\n}\n",
+		},
+		{
+			name: "sed migrate to local", args: []string{"sed", "migrate", "--to-local", "--retry", "--yes"},
+			answer: func(w http.ResponseWriter, _ *http.Request) {
+				writeJSON(w, 202, api.RekeyStartResponse{Started: []string{"SED"}})
+			},
+			want:       []request{{Method: "POST", URI: "/v1/migrate/sed", Body: `{"to_local":true,"retry":true}`}},
+			wantStdout: "Migration started: SED\n",
+		},
+		{
+			name: "sed migrate to a server", args: []string{"sed", "migrate", "--to-server=kmip1", "--to-local=false", "--yes"},
+			answer: func(w http.ResponseWriter, _ *http.Request) {
+				writeJSON(w, 202, api.RekeyStartResponse{Started: []string{"SED"}})
+			},
+			want:       []request{{Method: "POST", URI: "/v1/migrate/sed", Body: `{"to_server":"kmip1"}`}},
+			wantStdout: "Migration started: SED\n",
+		},
+		{
 			name: "version", args: []string{"version"},
 			answer: func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, api.Version{Version: "v1.2.3"}) },
 			want:   []request{{Method: "GET", URI: "/v1/version"}}, wantStdout: "kmctl dev\nkmd v1.2.3\n",
@@ -288,6 +371,7 @@ func TestFakeDaemon_StatusJSONAsReceived(t *testing.T) {
 }
 
 func TestFakeDaemon_ErrorMapping(t *testing.T) {
+	pf := writePEMFixtures(t)
 	for _, tc := range []struct {
 		name       string
 		args       []string
@@ -339,6 +423,34 @@ func TestFakeDaemon_ErrorMapping(t *testing.T) {
 			apiError(500, api.CodeInternal, "internal error; see the kmd log"), 1, "kmctl: error: internal error; see the kmd log\n"},
 		{"not JSON", []string{"sed", "rekey", "view"}, "",
 			func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "oops", 502) }, 1, "kmctl: error: kmd answered 502 Bad Gateway\n"},
+		{"kmip delete in use", []string{"kmip", "server", "delete", "kmip1"}, "",
+			apiError(409, api.CodeConflict, "kmip server kmip1 holds the master keys of S3, SSO; migrate them first"),
+			1, "kmctl: error: kmip server kmip1 holds the master keys of S3, SSO; migrate them first\n"},
+		{"kmip delete unknown", []string{"kmip", "server", "delete", "kmip9"}, "",
+			apiError(404, api.CodeNotFound, "unknown kmip server kmip9"), 1, "kmctl: error: unknown kmip server kmip9\n"},
+		{"kmip view unknown", []string{"kmip", "server", "view", "kmip9"}, "",
+			apiError(404, api.CodeNotFound, "unknown kmip server kmip9"), 1, "kmctl: error: unknown kmip server kmip9\n"},
+		{"kmip verify unknown", []string{"kmip", "server", "verify", "kmip9"}, "",
+			apiError(404, api.CodeNotFound, "unknown kmip server kmip9"), 1, "kmctl: error: unknown kmip server kmip9\n"},
+		{"kmip list forbidden", []string{"kmip", "server", "list"}, "",
+			apiError(403, api.CodeForbidden, "forbidden"),
+			1, "kmctl: error: forbidden\nhint: your user lacks the role for this; kmd's access configuration maps users to roles\n"},
+		{"kmip create refused", pf.createArgs(), "",
+			apiError(400, api.CodeBadRequest, "client key does not match client certificate; want the private key of that certificate"),
+			2, "kmctl: error: client key does not match client certificate; want the private key of that certificate"},
+		{"kmip create exists", pf.createArgs(), "",
+			apiError(409, api.CodeConflict, "kmip server kmip1 exists"), 1, "kmctl: error: kmip server kmip1 exists\n"},
+		{"kmip create unreachable server", pf.createArgs(), "",
+			apiError(503, api.CodeUnavailable, "kmip server verification failed: dial tcp: connection refused"),
+			1, "kmctl: error: kmip server verification failed: dial tcp: connection refused\n"},
+		{"migrate unknown server", []string{"cluster", "migrate", "--to-server", "kmip9", "--yes"}, "",
+			apiError(404, api.CodeNotFound, "unknown kmip server kmip9"), 1, "kmctl: error: unknown kmip server kmip9\n"},
+		{"migrate in progress", []string{"sed", "migrate", "--to-local", "--yes", "--wait"}, "",
+			apiError(409, api.CodeInProgress, "rekey already in progress for SED"), 1, "kmctl: error: rekey already in progress for SED\n"},
+		{"migrate nothing to do", []string{"cluster", "migrate", "--to-local", "--domain", "S3", "--yes"}, "",
+			apiError(409, api.CodeConflict, "nothing to migrate: S3 is already Local"), 1, "kmctl: error: nothing to migrate: S3 is already Local\n"},
+		{"migrate refused as bad request", []string{"cluster", "migrate", "--to-local", "--yes"}, "",
+			apiError(400, api.CodeBadRequest, "domains: not in scope sed"), 2, "kmctl: error: domains: not in scope sed"},
 		{"export cut short", []string{"entry", "export", "S3"}, "",
 			func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, `{"name":"a","value":""}`+"\n") },
 			1, "kmctl: error: export of S3 ended early: unexpected EOF\n"},
@@ -529,6 +641,11 @@ func TestFakeDaemon_UsageErrorsSendNothing(t *testing.T) {
 		{"entry", "put", "S3", ""},
 		{"events", "list", "--since", "yesterday"},
 		{"-o", "yaml", "cluster", "status"},
+		{"kmip", "server", "create", "Local", "--host", "h"},
+		{"kmip", "server", "view", ""},
+		{"kmip", "server", "verify", "-"},
+		{"sed", "migrate", "--yes"},
+		{"cluster", "migrate", "--to-server", "kmip1", "--to-local", "--yes"},
 	} {
 		if r := f.run(t, runOpts{stdin: "v"}, args...); r.code != exitUsage {
 			t.Errorf("%v: exit %d", args, r.code)
@@ -536,6 +653,9 @@ func TestFakeDaemon_UsageErrorsSendNothing(t *testing.T) {
 	}
 	if r := f.run(t, runOpts{stdin: "no\n", stdinTerminal: true}, "cluster", "rekey", "start"); r.code != exitOK {
 		t.Errorf("cancelled rekey: exit %d", r.code)
+	}
+	if r := f.run(t, runOpts{stdin: "no\n", stdinTerminal: true}, "cluster", "migrate", "--to-local"); r.code != exitOK {
+		t.Errorf("cancelled migration: exit %d", r.code)
 	}
 	if reqs := f.requests(); len(reqs) != 0 {
 		t.Errorf("kmd was asked %+v", reqs)

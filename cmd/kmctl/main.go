@@ -1,5 +1,6 @@
 // Command kmctl is the operator's command line for kmd: status, rekeys,
-// rotation schedules, entries and events, over kmd's unix socket.
+// rotation schedules, KMIP servers and migrations, entries and events, over
+// kmd's unix socket.
 package main
 
 import (

@@ -13,12 +13,14 @@ import (
 )
 
 // Table layouts (SPEC: cluster status, sed status). Columns start where the
-// SPEC samples start them. A value that would touch the next column (one at
-// least as long as its column is wide) widens the column to the value plus
-// two spaces; the last column is never padded.
+// SPEC samples start them; cluster status has the Location and Remote Key ID
+// columns of sed status too (a newer issue than the SPEC sample). A value
+// that would touch the next column (one at least as long as its column is
+// wide) widens the column to the value plus two spaces; the last column is
+// never padded.
 var (
 	clusterColumns = []column{
-		{"Domain", 11}, {"Status", 13}, {"Key Creation Date", 21}, {"Error Info(if any)", 0},
+		{"Domain", 11}, {"Status", 13}, {"Location", 10}, {"Remote Key ID", 15}, {"Key Creation Date", 21}, {"Error Info(if any)", 0},
 	}
 	sedColumns = []column{
 		{"Node", 5}, {"Status", 8}, {"Location", 10}, {"Remote Key ID", 15}, {"Key Creation Date", 20}, {"Error Info(if any)", 0},
@@ -127,7 +129,8 @@ func keyDate(t time.Time) string {
 func clusterStatusTable(st api.ClusterStatus) table {
 	t := table{cols: clusterColumns}
 	for _, d := range st.Domains {
-		t.rows = append(t.rows, []string{cell(d.Domain), cell(d.Status), keyDate(d.KeyCreated), cell(d.Error)})
+		t.rows = append(t.rows, []string{cell(d.Domain), cell(d.Status), cell(d.Location), cell(d.RemoteKeyID),
+			keyDate(d.KeyCreated), cell(d.Error)})
 	}
 	return t
 }
@@ -192,23 +195,25 @@ func renderEvents(w io.Writer, l api.EventList) error {
 	return err
 }
 
-// renderRekeyDomains writes "Rekey started: S3, SSO" and the like.
-func renderRekeyDomains(w io.Writer, what string, domains []string) error {
+// renderRekeyDomains writes "Rekey started: S3, SSO", "Migration
+// completed: SED" and the like.
+func renderRekeyDomains(w io.Writer, op operation, what string, domains []string) error {
 	list := strings.Join(domains, ", ")
 	if list == "" {
 		list = "none"
 	}
-	_, err := fmt.Fprintf(w, "Rekey %s: %s\n", what, list)
+	_, err := fmt.Fprintf(w, "%s %s: %s\n", op.title, what, list)
 	return err
 }
 
-// formatProgress is the --wait progress line:
+// formatProgress is the --wait progress line, after ongoing (Rekeying or
+// Migrating):
 //
 //	Rekeying 3 domain(s): 420000/1000000 entries (42%), 85000 entries/s, ETA 7s
 //
 // rate is in entries per second; a negative rate is unknown and shows as
 // "-", and the ETA is "-" unless the rate is positive.
-func formatProgress(domains int, done, total int64, rate float64) string {
+func formatProgress(ongoing string, domains int, done, total int64, rate float64) string {
 	pct := int64(100)
 	if total > 0 {
 		pct = min(100, max(0, done*100/total))
@@ -223,6 +228,121 @@ func formatProgress(domains int, done, total int64, rate float64) string {
 			}
 		}
 	}
-	return fmt.Sprintf("Rekeying %d domain(s): %d/%d entries (%d%%), %s entries/s, ETA %s",
-		domains, done, total, pct, rateStr, eta)
+	return fmt.Sprintf("%s %d domain(s): %d/%d entries (%d%%), %s entries/s, ETA %s",
+		ongoing, domains, done, total, pct, rateStr, eta)
+}
+
+// fitColumns returns columns for titles that fit every cell: each as wide
+// as its longest value plus two spaces.
+func fitColumns(titles []string, rows [][]string) []column {
+	cols := make([]column, len(titles))
+	for i, title := range titles {
+		w := utf8.RuneCountInString(title)
+		for _, r := range rows {
+			w = max(w, utf8.RuneCountInString(r[i]))
+		}
+		cols[i] = column{title: title, width: w + 2}
+	}
+	return cols
+}
+
+// orDash is s, or "-" when s is empty.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// domainList is "S3, SSO", or "-" for none.
+func domainList(domains []string) string {
+	cells := make([]string, len(domains))
+	for i, d := range domains {
+		cells[i] = cell(d)
+	}
+	return orDash(strings.Join(cells, ", "))
+}
+
+// renderKMIPServers writes `kmip server list`: a table padded to its
+// content, then the total.
+func renderKMIPServers(w io.Writer, l api.KMIPServerList) error {
+	var rows [][]string
+	for _, s := range l.Servers {
+		rows = append(rows, []string{cell(s.Name), cell(s.Host), strconv.Itoa(s.Port), cell(s.MinTLSVersion),
+			strconv.Itoa(s.Keys), domainList(s.Domains)})
+	}
+	t := table{cols: fitColumns([]string{"Name", "Host", "Port", "Min TLS", "Keys", "Domains"}, rows), rows: rows}
+	ws := t.widths()
+	var b strings.Builder
+	t.writeHeader(&b, ws)
+	t.writeRows(&b, ws)
+	fmt.Fprintf(&b, "Total: %d\n", len(l.Servers))
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// renderKMIPServer writes `kmip server view`: one "Key: value" line per
+// field, times in UTC.
+func renderKMIPServer(w io.Writer, s api.KMIPServer) error {
+	_, err := fmt.Fprintf(w, "Name: %s\nHost: %s\nPort: %d\nMinimum TLS Version: %s\nConnection Timeout: %s\n"+
+		"Client Certificate Subject: %s\nClient Certificate Expires: %s\nCreated: %s\nKeys: %d\nDomains: %s\n",
+		cell(s.Name), cell(s.Host), s.Port, orDash(cell(s.MinTLSVersion)), orDash(cell(s.ConnectionTimeout)),
+		orDash(cell(s.ClientCertSubject)), orDash(keyDate(s.ClientCertExpires)), orDash(keyDate(s.Created)),
+		s.Keys, domainList(s.Domains))
+	return err
+}
+
+// probeOK reports whether a verification's probe worked: some step ran and
+// none failed.
+func probeOK(r api.KMIPVerifyReport) bool {
+	ran := false
+	for _, s := range r.Steps {
+		switch s.Result {
+		case "ok":
+			ran = true
+		case "skipped":
+		default:
+			return false
+		}
+	}
+	return ran
+}
+
+// renderKMIPVerify writes `kmip server verify`: a block per server, blocks
+// separated by a blank line.
+func renderKMIPVerify(w io.Writer, v api.KMIPVerifyResponse) error {
+	var b strings.Builder
+	if len(v.Reports) == 0 {
+		b.WriteString("No KMIP servers to verify\n")
+	}
+	for i, r := range v.Reports {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString("Server: " + cell(r.Server))
+		if r.Addr != "" {
+			b.WriteString(" (" + cell(r.Addr) + ")")
+		}
+		reachable, probe := "no", "failed"
+		if r.Reachable {
+			reachable = "yes"
+		}
+		if probeOK(r) {
+			probe = "ok"
+		}
+		fmt.Fprintf(&b, "\nReachable: %s\nTLS Version: %s\nKMIP Version: %s\nProbe: %s\n",
+			reachable, orDash(cell(r.TLSVersion)), orDash(cell(r.KMIPVersion)), probe)
+		for _, s := range r.Steps {
+			line := fmt.Sprintf("  %-8s %s", cell(s.Name), cell(s.Result))
+			if s.Error != "" {
+				line += ": " + cell(s.Error)
+			}
+			b.WriteString(line + "\n")
+		}
+		if r.Error != "" {
+			b.WriteString("Error: " + cell(r.Error) + "\n")
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

@@ -13,13 +13,15 @@ import (
 
 var keyCreated = time.Date(2026, 11, 22, 9, 19, 16, 0, time.UTC)
 
-// The SPEC samples, byte for byte.
+// The SPEC samples, byte for byte; the cluster status sample with the
+// Location and Remote Key ID columns of a newer issue, which wins over the
+// SPEC (TestRender_MatchesSpecFile checks the rest against the SPEC).
 const (
-	specClusterStatus = `Domain     Status       Key Creation Date    Error Info(if any)
+	specClusterStatus = `Domain     Status       Location  Remote Key ID  Key Creation Date    Error Info(if any)
 ------------------------------------------------------------------------
-CELOG      ACTIVE       2026-11-22T09:19:16
-S3         IN_PROGRESS  2026-11-22T09:19:16
-SSO        FAILED       2026-11-22T09:19:16  kmip: connection refused
+CELOG      ACTIVE       Local                    2026-11-22T09:19:16
+S3         IN_PROGRESS  Local                    2026-11-22T09:19:16
+SSO        FAILED       Local                    2026-11-22T09:19:16  kmip: connection refused
 ------------------------------------------------------------------------
 Total: 17
 `
@@ -108,11 +110,24 @@ func specBlock(t *testing.T, heading string) string {
 	return s[start : start+end]
 }
 
+// withoutLocationColumns cuts the Location and Remote Key ID columns
+// (offsets 24 to 49, where neither is widened) out of a cluster status
+// table's header and rows: what the SPEC sample shows.
+func withoutLocationColumns(table string) string {
+	lines := strings.Split(table, "\n")
+	for i, l := range lines {
+		if len(l) > 49 && !strings.HasPrefix(l, "---") {
+			lines[i] = l[:24] + l[49:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
 func TestRender_MatchesSpecFile(t *testing.T) {
 	for _, tc := range []struct {
 		heading, want string
 	}{
-		{"### cluster status (table)", specClusterStatus},
+		{"### cluster status (table)", withoutLocationColumns(specClusterStatus)},
 		{"### sed status (table)", specSEDStatus},
 		{"### rekey view", specRekeyView},
 	} {
@@ -127,15 +142,51 @@ func TestRenderClusterStatus_WidensLongValues(t *testing.T) {
 		{Domain: "CLOUDPOOLS", Status: "SOME_VERY_LONG_STATUS", KeyCreated: keyCreated, Error: "x"},
 		{Domain: "IPMI_MGMT", Status: api.StatusActive, Error: "line one\nline two"},
 	}}
-	want := `Domain     Status                 Key Creation Date    Error Info(if any)
+	want := `Domain     Status                 Location  Remote Key ID  Key Creation Date    Error Info(if any)
 ------------------------------------------------------------------------
-CLOUDPOOLS SOME_VERY_LONG_STATUS  2026-11-22T09:19:16  x
-IPMI_MGMT  ACTIVE                                      line one line two
+CLOUDPOOLS SOME_VERY_LONG_STATUS                           2026-11-22T09:19:16  x
+IPMI_MGMT  ACTIVE                                                               line one line two
 ------------------------------------------------------------------------
 Total: 2
 `
 	if got := render(t, func(b *bytes.Buffer) error { return renderClusterStatus(b, st) }); got != want {
 		t.Errorf("widened table:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestRenderClusterStatus_KMIPRemoteKeyID(t *testing.T) {
+	st := api.ClusterStatus{Total: 17, Domains: []api.DomainStatus{
+		{Domain: "CELOG", Status: api.StatusActive, Location: "Local", KeyCreated: keyCreated},
+		{Domain: "S3", Status: api.StatusActive, Location: "kmip1", RemoteKeyID: "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+			KeyCreated: keyCreated},
+		{Domain: "SSO", Status: api.StatusMigrating, Location: "Local", KeyCreated: keyCreated},
+		{Domain: "SIQ", Status: api.StatusFailed, Location: "kmip1", RemoteKeyID: "3f2504e0-4f89-11d3-9a0c-0305e82c3302",
+			KeyCreated: keyCreated, Error: "kmip: connection refused"},
+	}}
+	want := `Domain     Status       Location  Remote Key ID                         Key Creation Date    Error Info(if any)
+------------------------------------------------------------------------
+CELOG      ACTIVE       Local                                           2026-11-22T09:19:16
+S3         ACTIVE       kmip1     3f2504e0-4f89-11d3-9a0c-0305e82c3301  2026-11-22T09:19:16
+SSO        MIGRATING    Local                                           2026-11-22T09:19:16
+SIQ        FAILED       kmip1     3f2504e0-4f89-11d3-9a0c-0305e82c3302  2026-11-22T09:19:16  kmip: connection refused
+------------------------------------------------------------------------
+Total: 17
+`
+	if got := render(t, func(b *bytes.Buffer) error { return renderClusterStatus(b, st) }); got != want {
+		t.Errorf("cluster table with KMIP keys:\n%s\nwant:\n%s", got, want)
+	}
+	// A server name as long as the Location column widens it too.
+	st = api.ClusterStatus{Total: 1, Domains: []api.DomainStatus{
+		{Domain: "S3", Status: api.StatusActive, Location: "kmip.example.com", RemoteKeyID: "42", KeyCreated: keyCreated},
+	}}
+	want = `Domain     Status       Location          Remote Key ID  Key Creation Date    Error Info(if any)
+------------------------------------------------------------------------
+S3         ACTIVE       kmip.example.com  42             2026-11-22T09:19:16
+------------------------------------------------------------------------
+Total: 1
+`
+	if got := render(t, func(b *bytes.Buffer) error { return renderClusterStatus(b, st) }); got != want {
+		t.Errorf("cluster table with a long location:\n%s\nwant:\n%s", got, want)
 	}
 }
 
@@ -156,7 +207,7 @@ Total: 1
 }
 
 func TestRenderStatus_Empty(t *testing.T) {
-	want := "Domain     Status       Key Creation Date    Error Info(if any)\n" + strings.Repeat("-", 72) + "\n" +
+	want := "Domain     Status       Location  Remote Key ID  Key Creation Date    Error Info(if any)\n" + strings.Repeat("-", 72) + "\n" +
 		strings.Repeat("-", 72) + "\nTotal: 0\n"
 	if got := render(t, func(b *bytes.Buffer) error { return renderClusterStatus(b, api.ClusterStatus{}) }); got != want {
 		t.Errorf("empty table:\n%q\nwant:\n%q", got, want)
@@ -226,9 +277,12 @@ func TestFormatProgress(t *testing.T) {
 		{1, 1, 3, 0.5, "Rekeying 1 domain(s): 1/3 entries (33%), 1 entries/s, ETA 4s"},
 		{1, 0, 1 << 62, 1e-9, "Rekeying 1 domain(s): 0/4611686018427387904 entries (0%), 0 entries/s, ETA -"},
 	} {
-		if got := formatProgress(tc.domains, tc.done, tc.total, tc.rate); got != tc.want {
+		if got := formatProgress("Rekeying", tc.domains, tc.done, tc.total, tc.rate); got != tc.want {
 			t.Errorf("formatProgress(%d, %d, %d, %v) =\n%q\nwant\n%q", tc.domains, tc.done, tc.total, tc.rate, got, tc.want)
 		}
+	}
+	if got, want := formatProgress(opMigration.ongoing, 1, 2, 4, -1), "Migrating 1 domain(s): 2/4 entries (50%), - entries/s, ETA -"; got != want {
+		t.Errorf("migration progress %q, want %q", got, want)
 	}
 }
 
@@ -269,12 +323,17 @@ func TestRekeyFailures(t *testing.T) {
 		{name: "S3", status: api.StatusFailed, err: "kmip: connection refused"},
 		{name: "SSO", status: api.StatusFailed},
 	}
-	err := rekeyFailures(states)
+	err := rekeyFailures(opRekey, states)
 	want := "rekey of S3 failed: kmip: connection refused\nrekey of SSO failed"
 	if err == nil || err.Error() != want {
 		t.Errorf("failures: %v, want %q", err, want)
 	}
-	if err := rekeyFailures(states[:1]); err != nil {
+	err = rekeyFailures(opMigration, states)
+	want = "migration of S3 failed: kmip: connection refused\nmigration of SSO failed"
+	if err == nil || err.Error() != want {
+		t.Errorf("migration failures: %v, want %q", err, want)
+	}
+	if err := rekeyFailures(opRekey, states[:1]); err != nil {
 		t.Errorf("no failure: %v", err)
 	}
 }
@@ -293,11 +352,12 @@ func TestSummarize(t *testing.T) {
 }
 
 // A real cluster status has all 17 domains: the columns must stay where the
-// SPEC puts them (CLOUDPOOLS, the longest name, leaves one space).
+// SPEC and the issue put them (CLOUDPOOLS, the longest name, leaves one
+// space).
 func TestRenderClusterStatus_AllDomainsKeepOffsets(t *testing.T) {
 	st := api.ClusterStatus{Total: len(domains.ClusterDomains)}
 	for _, d := range domains.ClusterDomains {
-		st.Domains = append(st.Domains, api.DomainStatus{Domain: d, Status: api.StatusInProgress, KeyCreated: keyCreated})
+		st.Domains = append(st.Domains, api.DomainStatus{Domain: d, Status: api.StatusInProgress, Location: "Local", KeyCreated: keyCreated})
 	}
 	got := render(t, func(b *bytes.Buffer) error { return renderClusterStatus(b, st) })
 	lines := strings.Split(got, "\n")
@@ -305,8 +365,8 @@ func TestRenderClusterStatus_AllDomainsKeepOffsets(t *testing.T) {
 		t.Fatalf("%d lines:\n%s", len(lines), got)
 	}
 	for _, l := range lines[2 : 2+17] {
-		if l[11:24] != "IN_PROGRESS  " || l[24:] != "2026-11-22T09:19:16" {
-			t.Errorf("row %q: columns moved from offsets 11 and 24", l)
+		if l[11:24] != "IN_PROGRESS  " || l[24:49] != "Local"+strings.Repeat(" ", 20) || l[49:] != "2026-11-22T09:19:16" {
+			t.Errorf("row %q: columns moved from offsets 11, 24 and 49", l)
 		}
 	}
 	if lines[len(lines)-2] != "Total: 17" {

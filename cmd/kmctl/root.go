@@ -123,7 +123,8 @@ people by default and JSON for machines with -o json.
 Exit status:
   0  success
   1  the operation failed: kmd unreachable, rekey already in progress, not
-     found, refused by kmd, or a rekey waited for with --wait failed
+     found, refused by kmd, a rekey or migration waited for with --wait
+     failed, or a KMIP server failed verification
   2  usage error: unknown command, bad flag or flag value, wrong arguments;
      the reason and the usage are printed to stderr and nothing is changed`
 
@@ -131,11 +132,12 @@ Exit status:
 func newRootCmd(a *app) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kmctl",
-		Short: "Operate kmd: status, rekeys, rotation schedules, entries and events",
+		Short: "Operate kmd: status, rekeys, rotation schedules, KMIP servers, entries and events",
 		Long:  rootLong,
 		Example: `  kmctl cluster status
   kmctl cluster rekey start --domain S3 --yes --wait
   kmctl sed rekey modify --key-rotation 6W
+  kmctl cluster migrate --to-server kmip1 --yes --wait
   printf '%s' "$TOKEN" | kmctl entry put S3 gateway/token
   KMD_SOCKET=/run/kmd/kmd.sock kmctl events list -o json`,
 		SilenceErrors: true,
@@ -168,6 +170,7 @@ func newRootCmd(a *app) *cobra.Command {
 	root.AddCommand(
 		newClusterCmd(a),
 		newSEDCmd(a),
+		newKMIPCmd(a),
 		newEntryCmd(a),
 		newEventsCmd(a),
 		newVersionCmd(a),
@@ -241,6 +244,17 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 			return usagef("missing %s %s", noun, strings.Join(missing, " "))
 		case len(args) > len(names):
 			return usagef("unexpected argument %q: %q takes %s", args[len(names)], cmd.CommandPath(), strings.Join(names, " "))
+		}
+		return nil
+	}
+}
+
+// maxArgs is the Args of a leaf command taking the named arguments, all
+// optional.
+func maxArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) > len(names) {
+			return usagef("unexpected argument %q: %q takes at most %s", args[len(names)], cmd.CommandPath(), strings.Join(names, " "))
 		}
 		return nil
 	}

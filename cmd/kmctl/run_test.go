@@ -81,6 +81,7 @@ func checkUsageError(t *testing.T, r result, wantReason string) {
 
 func TestRun_UsageErrors(t *testing.T) {
 	sock := noDaemon(t)
+	pf := writePEMFixtures(t)
 	for _, tc := range []struct {
 		name   string
 		args   []string
@@ -90,7 +91,7 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"unknown command", []string{"nosuch"}, `unknown command "nosuch" for "kmctl"`},
 		{"unknown command suggestion", []string{"clster"}, `did you mean "cluster"?`},
 		{"unknown subcommand", []string{"cluster", "stat"}, `unknown command "stat" for "kmctl cluster"`},
-		{"group without subcommand", []string{"cluster"}, `"kmctl cluster" needs a subcommand: one of rekey, status`},
+		{"group without subcommand", []string{"cluster"}, `"kmctl cluster" needs a subcommand: one of migrate, rekey, status`},
 		{"nested group without subcommand", []string{"sed", "rekey"}, `"kmctl sed rekey" needs a subcommand: one of modify, start, view`},
 		{"entry without subcommand", []string{"entry"}, `"kmctl entry" needs a subcommand`},
 		{"unknown flag", []string{"cluster", "status", "--bogus"}, "unknown flag: --bogus"},
@@ -130,6 +131,91 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"completion missing shell", []string{"completion"}, "want exactly one shell"},
 		{"completion powershell", []string{"completion", "powershell"}, `unsupported shell "powershell"`},
 		{"help unknown topic", []string{"help", "nosuch"}, `unknown help topic "nosuch"`},
+
+		// kmip server
+		{"kmip without subcommand", []string{"kmip"}, `"kmctl kmip" needs a subcommand: one of server`},
+		{"kmip server without subcommand", []string{"kmip", "server"},
+			`"kmctl kmip server" needs a subcommand: one of create, delete, list, verify, view`},
+		{"kmip unknown subcommand", []string{"kmip", "servers"}, `did you mean "server"?`},
+		{"kmip server unknown subcommand", []string{"kmip", "server", "remove"}, `unknown command "remove" for "kmctl kmip server"`},
+		{"create missing NAME", []string{"kmip", "server", "create"}, "missing argument NAME"},
+		{"create extra argument", append(pf.createArgs(), "extra"), `unexpected argument "extra"`},
+		{"create missing every flag", []string{"kmip", "server", "create", "kmip1"},
+			"missing --host H, --ca-cert-path FILE, --client-cert-path FILE, --client-key-path FILE"},
+		{"create missing key", []string{"kmip", "server", "create", "kmip1", "--host", "h", "--ca-cert-path", pf.ca,
+			"--client-cert-path", pf.cert}, "missing --client-key-path FILE"},
+		{"create empty host", pf.createArgs("--host", ""), "missing --host H"},
+		{"create name bad character", append([]string{"kmip", "server", "create", "kmip 1"}, pf.createArgs()[4:]...),
+			`invalid KMIP server name "kmip 1": want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`},
+		{"create name 65 characters", append([]string{"kmip", "server", "create", strings.Repeat("k", 65)}, pf.createArgs()[4:]...),
+			"want 1-64 letters"},
+		{"create name starting with a dot", append([]string{"kmip", "server", "create", ".kmip"}, pf.createArgs()[4:]...),
+			"starting with a letter or digit"},
+		{"create name Local", append([]string{"kmip", "server", "create", "Local"}, pf.createArgs()[4:]...),
+			`invalid KMIP server name "Local": Local is the location of local keys; choose another name`},
+		{"create name local", append([]string{"kmip", "server", "create", "local"}, pf.createArgs()[4:]...),
+			"Local is the location of local keys"},
+		{"create host with port", pf.createArgs("--host", "kmip.example.com:5696"), `invalid --host "kmip.example.com:5696": want a host name or IP address alone (the port goes in --port)`},
+		{"create host with space", pf.createArgs("--host", "kmip example"), `invalid --host "kmip example"`},
+		{"create host URL", pf.createArgs("--host", "https://kmip"), `invalid --host "https://kmip"`},
+		{"create host bracketed", pf.createArgs("--host", "[::1]"), `invalid --host "[::1]"`},
+		{"create port 0", pf.createArgs("--port", "0"), "invalid --port 0: want 1-65535"},
+		{"create port 65536", pf.createArgs("--port", "65536"), "invalid --port 65536: want 1-65535"},
+		{"create port -1", pf.createArgs("--port=-1"), "invalid --port -1: want 1-65535"},
+		{"create port not a number", pf.createArgs("--port", "kmip"), `invalid argument "kmip" for "--port" flag`},
+		{"create TLS 1.1", pf.createArgs("--minimum-tls-version", "1.1"), `invalid --minimum-tls-version "1.1": want 1.2 or 1.3`},
+		{"create TLS name", pf.createArgs("--minimum-tls-version", "TLS1.3"), `invalid --minimum-tls-version "TLS1.3": want 1.2 or 1.3`},
+		{"create timeout without unit", pf.createArgs("--connection-timeout", "10"),
+			`invalid --connection-timeout "10": want a positive duration such as 10s, 1m or 1m30s`},
+		{"create timeout 0s", pf.createArgs("--connection-timeout", "0s"), `invalid --connection-timeout "0s"`},
+		{"create timeout negative", pf.createArgs("--connection-timeout=-5s"), `invalid --connection-timeout "-5s"`},
+		{"create timeout words", pf.createArgs("--connection-timeout", "ten seconds"), `invalid --connection-timeout "ten seconds"`},
+		{"create CA missing", pf.createArgs("--ca-cert-path", pf.missing), `--ca-cert-path "` + pf.missing + `" does not exist`},
+		{"create cert is a directory", pf.createArgs("--client-cert-path", pf.subdir),
+			`--client-cert-path "` + pf.subdir + `" is a directory; want a PEM file`},
+		{"create CA over 1 MiB", pf.createArgs("--ca-cert-path", pf.big), `--ca-cert-path "` + pf.big + `" is over 1 MiB`},
+		{"create key empty", pf.createArgs("--client-key-path", pf.empty), `--client-key-path "` + pf.empty + `" is empty; want a PEM file`},
+		{"create CA not PEM", pf.createArgs("--ca-cert-path", pf.notPEM),
+			`--ca-cert-path "` + pf.notPEM + `" is not PEM; want a PEM file of CERTIFICATE blocks`},
+		{"create key not PEM", pf.createArgs("--client-key-path", pf.notPEM),
+			`--client-key-path "` + pf.notPEM + `" is not PEM; want an unencrypted private key`},
+		{"create cert is a key", pf.createArgs("--client-cert-path", pf.key),
+			`--client-cert-path "` + pf.key + `" holds a private key; want certificates only (the key goes in --client-key-path)`},
+		{"create cert with its key", pf.createArgs("--client-cert-path", pf.certAndKey), "holds a private key; want certificates only"},
+		{"create CA with a CRL", pf.createArgs("--ca-cert-path", pf.caAndCRL),
+			`--ca-cert-path "` + pf.caAndCRL + `" holds a X509 CRL block, not only certificates; want a PEM file of CERTIFICATE blocks`},
+		{"create CA is a public key", pf.createArgs("--ca-cert-path", pf.pubKey), "holds a PUBLIC KEY block, not only certificates"},
+		{"create key is a certificate", pf.createArgs("--client-key-path", pf.cert),
+			`--client-key-path "` + pf.cert + `" holds a CERTIFICATE block, not a private key; want a PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY block`},
+		{"create key is a CA bundle", pf.createArgs("--client-key-path", pf.caAndCRL), "holds CERTIFICATE, X509 CRL blocks, not a private key"},
+		{"create key encrypted", pf.createArgs("--client-key-path", pf.encKey),
+			`--client-key-path "` + pf.encKey + `" holds an encrypted private key; want it unencrypted`},
+		{"create key encrypted the old way", pf.createArgs("--client-key-path", pf.legacyEncKey), "holds an encrypted private key"},
+		{"list extra argument", []string{"kmip", "server", "list", "kmip1"}, `unexpected argument "kmip1"`},
+		{"view missing NAME", []string{"kmip", "server", "view"}, "missing argument NAME"},
+		{"view extra argument", []string{"kmip", "server", "view", "a", "b"}, `unexpected argument "b"`},
+		{"view empty name", []string{"kmip", "server", "view", ""}, `invalid KMIP server name ""`},
+		{"view Local", []string{"kmip", "server", "view", "Local"}, `invalid KMIP server name "Local"`},
+		{"delete missing NAME", []string{"kmip", "server", "delete"}, "missing argument NAME"},
+		{"delete dot", []string{"kmip", "server", "delete", "."}, `invalid KMIP server name "."`},
+		{"verify dash", []string{"kmip", "server", "verify", "-"}, `invalid KMIP server name "-"`},
+		{"verify two names", []string{"kmip", "server", "verify", "a", "b"}, `unexpected argument "b": "kmctl kmip server verify" takes at most NAME`},
+
+		// migrate
+		{"sed migrate neither", []string{"sed", "migrate", "--yes"}, "want exactly one of --to-server NAME or --to-local"},
+		{"sed migrate both", []string{"sed", "migrate", "--to-server", "kmip1", "--to-local"}, "want exactly one of --to-server NAME or --to-local"},
+		{"cluster migrate neither", []string{"cluster", "migrate", "--domain", "S3", "--wait"}, "want exactly one of --to-server NAME or --to-local"},
+		{"cluster migrate both", []string{"cluster", "migrate", "--to-local", "--to-server=kmip1", "--yes"}, "want exactly one of --to-server NAME or --to-local"},
+		{"migrate to-local=false", []string{"cluster", "migrate", "--to-local=false"}, "want exactly one of --to-server NAME or --to-local"},
+		{"migrate to-server empty", []string{"cluster", "migrate", "--to-server", ""}, `invalid --to-server ""`},
+		{"migrate to-server bad name", []string{"sed", "migrate", "--to-server", "kmip/1"}, `invalid --to-server "kmip/1": want 1-64 letters`},
+		{"migrate to-server Local", []string{"sed", "migrate", "--to-server", "Local"}, `invalid --to-server "Local": Local is the location of local keys`},
+		{"migrate to-server without value", []string{"sed", "migrate", "--to-server"}, "flag needs an argument"},
+		{"migrate unknown domain", []string{"cluster", "migrate", "--to-local", "--domain", "NOPE"}, `unknown domain "NOPE" for --domain`},
+		{"migrate lower-case domain", []string{"cluster", "migrate", "--to-server", "kmip1", "--domain", "sso"}, "(names are upper case: SSO)"},
+		{"sed migrate domain", []string{"sed", "migrate", "--to-local", "--domain", "S3"}, "unknown flag: --domain"},
+		{"migrate extra argument", []string{"cluster", "migrate", "kmip1"}, `unexpected argument "kmip1"`},
+		{"migrate to-local with value", []string{"sed", "migrate", "--to-local=maybe"}, `invalid argument "maybe" for "--to-local" flag`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"--socket", sock}, tc.args...)
@@ -151,6 +237,7 @@ func TestRun_UsageShowsTheFailingCommand(t *testing.T) {
 
 func TestRun_Unreachable(t *testing.T) {
 	sock := noDaemon(t)
+	pf := writePEMFixtures(t)
 	for _, args := range [][]string{
 		{"cluster", "status"},
 		{"sed", "status", "-o", "json"},
@@ -168,6 +255,14 @@ func TestRun_Unreachable(t *testing.T) {
 		{"entry", "export", "S3"},
 		{"events", "list"},
 		{"events", "list", "--since", "2026-11-22T09:00:00+01:00"},
+		{"kmip", "server", "list"},
+		{"kmip", "server", "view", "kmip1"},
+		{"kmip", "server", "delete", "kmip1"},
+		{"kmip", "server", "verify"},
+		{"kmip", "server", "verify", "kmip1", "-o", "json"},
+		pf.createArgs(),
+		{"cluster", "migrate", "--to-server", "kmip1", "--domain", "S3", "--yes"},
+		{"sed", "migrate", "--to-local", "--yes", "--wait"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			r := kmctl(t, runOpts{stdin: "value"}, append(args, "--socket", sock)...)
@@ -217,7 +312,9 @@ func TestRun_VersionUnreachable(t *testing.T) {
 }
 
 func TestRun_Help(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"help", "cluster", "rekey", "start"}, {"cluster", "rekey", "start", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"help", "cluster", "rekey", "start"}, {"cluster", "rekey", "start", "--help"},
+		{"help", "kmip"}, {"kmip", "server", "--help"}, {"help", "kmip", "server", "create"}, {"kmip", "server", "verify", "-h"},
+		{"help", "sed", "migrate"}, {"cluster", "migrate", "--help"}} {
 		r := kmctl(t, runOpts{}, args...)
 		if r.code != exitOK || !strings.Contains(r.stdout, "Usage:") || r.stderr != "" {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -19,10 +18,12 @@ import (
 const confirmPrompt = "Are you sure you want to rekey the master passphrase? (yes/[no]): "
 
 func newClusterCmd(a *app) *cobra.Command {
-	return newGroupCmd("cluster", "Status and rekeys of the 17 cluster domains",
-		"Show the cluster domains' status, start their rekey, and view or change their rotation schedule.\n\n"+
+	return newGroupCmd("cluster", "Status, rekeys and migrations of the 17 cluster domains",
+		"Show the cluster domains' status, start their rekey, view or change their rotation schedule,\n"+
+			"and migrate their master keys to a KMIP server or back to local key files.\n\n"+
 			"Cluster domains: "+strings.Join(domains.ClusterDomains, ", ")+".",
 		newStatusCmd(a, api.ScopeCluster),
+		newMigrateCmd(a, api.ScopeCluster),
 		newGroupCmd("rekey", "Rekey the cluster domains; view or change their rotation",
 			"Start a rekey of the cluster domains (all, or those named with --domain), and view or change\n"+
 				"the scope's automatic rotation schedule.",
@@ -34,10 +35,12 @@ func newClusterCmd(a *app) *cobra.Command {
 }
 
 func newSEDCmd(a *app) *cobra.Command {
-	return newGroupCmd("sed", "Status and rekey of the node's self-encrypting-drive key store",
-		"Show the status of the node's SED key store (domain SED), start its rekey, and view or change\n"+
-			"its automatic rotation schedule.",
+	return newGroupCmd("sed", "Status, rekey and migration of the node's self-encrypting-drive key store",
+		"Show the status of the node's SED key store (domain SED), start its rekey, view or change\n"+
+			"its automatic rotation schedule, and migrate its master key to a KMIP server or back to\n"+
+			"a local key file.",
 		newStatusCmd(a, api.ScopeSED),
+		newMigrateCmd(a, api.ScopeSED),
 		newGroupCmd("rekey", "Rekey the SED key store; view or change its rotation",
 			"Start a rekey of the node's SED key store, and view or change its automatic rotation schedule.",
 			newRekeyStartCmd(a, api.ScopeSED),
@@ -51,10 +54,13 @@ func newStatusCmd(a *app, scope string) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "status",
 		Args:  noArgs,
-		Short: "Show each domain's status and master-key creation date",
+		Short: "Show each domain's status, key location and master-key creation date",
 		Long: `Show the status of the cluster domains: ACTIVE (no rekey running, the last one fine),
-IN_PROGRESS (a rekey is running) or FAILED (the last rekey failed; entries stay readable and
-writable and a retry is scheduled), with the current master key's creation date (UTC).
+IN_PROGRESS (a rekey is running), MIGRATING (a migration to or from a KMIP server is
+running), STAGED (a staged rekey keeps the retired key for its stage period) or FAILED (the
+last rekey failed; entries stay readable and writable and a retry is scheduled); where the
+master key lives (Local or the KMIP server), the KMIP key's unique identifier (empty when
+local), and the current master key's creation date (UTC).
 
 -o json prints every field kmd reports, including rekey progress and the next retry.`,
 		Example: "  kmctl cluster status\n  kmctl cluster status -o json",
@@ -157,7 +163,7 @@ func (a *app) rekeyStart(cmd *cobra.Command, scope string, o rekeyStartOptions) 
 		return err
 	}
 	if !o.yes {
-		ok, err := a.confirm(cmd.Context())
+		ok, err := a.confirm(cmd.Context(), opRekey)
 		if err != nil || !ok {
 			return err
 		}
@@ -167,31 +173,19 @@ func (a *app) rekeyStart(cmd *cobra.Command, scope string, o rekeyStartOptions) 
 	if err != nil {
 		return userInput(err)
 	}
-	if !o.wait {
-		if a.json() {
-			return a.printJSON(resp)
-		}
-		return renderRekeyDomains(a.stdout, "started", resp.Started)
-	}
-	if err := a.waitRekey(ctx, scope, resp.Started); err != nil {
-		return err
-	}
-	if a.json() {
-		return a.printJSON(resp)
-	}
-	return renderRekeyDomains(a.stdout, "completed", resp.Started)
+	return a.started(ctx, opRekey, scope, resp, o.wait)
 }
 
-// confirm asks the rekey question on a terminal; it reports whether the
-// answer was exactly "yes". Without a terminal it refuses.
-func (a *app) confirm(ctx context.Context) (bool, error) {
+// confirm asks op's question on a terminal; it reports whether the answer
+// was exactly "yes". Without a terminal it refuses.
+func (a *app) confirm(ctx context.Context, op operation) (bool, error) {
 	if !a.stdinTerminal() {
 		return false, &hintError{
-			err:  errors.New("refusing to rekey without confirmation: stdin is not a terminal"),
+			err:  fmt.Errorf("refusing to %s without confirmation: stdin is not a terminal", op.verb),
 			hint: "pass --yes to confirm non-interactively",
 		}
 	}
-	fmt.Fprint(a.stdout, confirmPrompt)
+	fmt.Fprint(a.stdout, op.prompt)
 	line, err := readStdin(ctx, func() (string, error) { return bufio.NewReader(a.stdin).ReadString('\n') })
 	if err != nil {
 		fmt.Fprintln(a.stdout) // EOF or interrupted: end the prompt's line
@@ -202,7 +196,7 @@ func (a *app) confirm(ctx context.Context) (bool, error) {
 	if strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r") == "yes" {
 		return true, nil
 	}
-	fmt.Fprintln(a.stdout, "Rekey cancelled.")
+	fmt.Fprintf(a.stdout, "%s cancelled.\n", op.title)
 	return false, nil
 }
 

@@ -12,6 +12,21 @@ import (
 	"github.com/kmd-project/kmd/api"
 )
 
+// operation is what a started run is called in what kmctl prints: a rekey,
+// or a migration (a rekey whose new MK is made at the target).
+type operation struct {
+	verb    string // rekey, migrate: "refusing to rekey without confirmation"
+	noun    string // rekey, migration: "rekey of S3 failed"
+	title   string // Rekey, Migration: "Rekey started: S3"
+	ongoing string // Rekeying, Migrating: the --wait progress line
+	prompt  string // the confirmation question, asked without --yes
+}
+
+var (
+	opRekey     = operation{verb: "rekey", noun: "rekey", title: "Rekey", ongoing: "Rekeying", prompt: confirmPrompt}
+	opMigration = operation{verb: "migrate", noun: "migration", title: "Migration", ongoing: "Migrating", prompt: migratePrompt}
+)
+
 // rekeyState is one started domain as the wait loop sees it.
 type rekeyState struct {
 	name        string // S3, or SED (with its node when there are several)
@@ -75,17 +90,18 @@ func summarize(states []rekeyState) (running bool, done, total int64) {
 	return running, done, total
 }
 
-// rekeyFailures is nil, or one error line per FAILED state, the first first.
-func rekeyFailures(states []rekeyState) error {
+// rekeyFailures is nil, or one error line per FAILED state, the first first:
+// "rekey of S3 failed: …" (or "migration of S3 failed: …").
+func rekeyFailures(op operation, states []rekeyState) error {
 	var errs []error
 	for _, s := range states {
 		if s.status != api.StatusFailed {
 			continue
 		}
 		if s.err == "" {
-			errs = append(errs, fmt.Errorf("rekey of %s failed", s.name))
+			errs = append(errs, fmt.Errorf("%s of %s failed", op.noun, s.name))
 		} else {
-			errs = append(errs, fmt.Errorf("rekey of %s failed: %s", s.name, oneLine(s.err)))
+			errs = append(errs, fmt.Errorf("%s of %s failed: %s", op.noun, s.name, oneLine(s.err)))
 		}
 	}
 	return errors.Join(errs...)
@@ -153,8 +169,9 @@ func (a *app) rekeyStates(ctx context.Context, scope string, started []string) (
 }
 
 // waitRekey polls the scope's status until none of the started domains is
-// rekeying, drawing progress on a terminal. It returns the failures.
-func (a *app) waitRekey(ctx context.Context, scope string, started []string) error {
+// rekeying or migrating, drawing progress on a terminal. It returns the
+// failures.
+func (a *app) waitRekey(ctx context.Context, op operation, scope string, started []string) error {
 	draw := !a.json() && a.stdoutTerminal()
 	line := progressLine{w: a.stdout}
 	defer line.end()
@@ -164,11 +181,11 @@ func (a *app) waitRekey(ctx context.Context, scope string, started []string) err
 		if err == nil {
 			running, done, total := summarize(states)
 			if draw {
-				line.draw(formatProgress(len(states), done, total, meter.rate(a.now(), done)))
+				line.draw(formatProgress(op.ongoing, len(states), done, total, meter.rate(a.now(), done)))
 			}
 			if !running {
 				line.end()
-				return rekeyFailures(states)
+				return rekeyFailures(op, states)
 			}
 		}
 		if ctx.Err() == nil && err != nil {
@@ -179,7 +196,7 @@ func (a *app) waitRekey(ctx context.Context, scope string, started []string) err
 			line.end()
 			return &hintError{
 				err:  fmt.Errorf("interrupted while waiting: %w", ctx.Err()),
-				hint: "the rekey goes on in kmd; follow it with kmctl " + scope + " status",
+				hint: "the " + op.noun + " goes on in kmd; follow it with kmctl " + scope + " status",
 			}
 		case <-time.After(a.pollInterval):
 		}
