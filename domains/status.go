@@ -93,7 +93,7 @@ func (r *Registry) domainStatus(ctx context.Context, d *Domain) Status {
 		s.NextRetry = &t
 	case es.Pending() && es.Op == rekey.OpMigrate:
 		s.Status = StatusMigrating
-	case es.Pending():
+	case es.Pending(), es.Running: // running: its end is being recorded
 		s.Status = StatusInProgress
 	case d.Vault.Unavailable() != nil:
 		s.Status, s.Error = StatusFailed, d.Vault.Unavailable().Error()

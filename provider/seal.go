@@ -82,6 +82,10 @@ func (k *Key) String() string { return "mk:" + k.id }
 // Format implements fmt.Formatter so that %v, %+v, %#v print only the ID.
 func (k *Key) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
 
+// adSize is additionalData's length. (A fixed-size array would escape to
+// the heap through the AEAD interface anyway, at 512 bytes a call.)
+func adSize(domain, name, keyID string) int { return 4 + 6 + len(domain) + len(name) + len(keyID) }
+
 // additionalData binds a ciphertext to its domain, entry name and MK ID.
 // Each part is length-prefixed so no two triples share an encoding.
 func additionalData(dst []byte, domain, name, keyID string) []byte {
@@ -96,8 +100,7 @@ func additionalData(dst []byte, domain, name, keyID string) []byte {
 // Seal encrypts value for entry name of domain, appending to dst.
 // Layout: version(1) | nonce(12) | ciphertext+tag.
 func (k *Key) Seal(dst []byte, domain, name string, value []byte) ([]byte, error) {
-	var adBuf [512]byte
-	ad := additionalData(adBuf[:0], domain, name, k.id)
+	ad := additionalData(make([]byte, 0, adSize(domain, name, k.id)), domain, name, k.id)
 	start := len(dst)
 	dst = append(dst, sealVersion)
 	dst = append(dst, make([]byte, nonceSize)...)
@@ -115,8 +118,7 @@ func (k *Key) Open(dst []byte, domain, name string, sealed []byte) ([]byte, erro
 	if len(sealed) < SealOverhead || sealed[0] != sealVersion {
 		return nil, ErrOpen
 	}
-	var adBuf [512]byte
-	ad := additionalData(adBuf[:0], domain, name, k.id)
+	ad := additionalData(make([]byte, 0, adSize(domain, name, k.id)), domain, name, k.id)
 	out, err := k.aead.Open(dst, sealed[1:1+nonceSize], sealed[1+nonceSize:], ad)
 	if err != nil {
 		return nil, ErrOpen

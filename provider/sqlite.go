@@ -326,6 +326,9 @@ func (s *SQLiteStore) KeyUsage(ctx context.Context) (map[string]int64, error) {
 // ScanByKey implements Store. Like the rewrite that follows it, it runs on
 // the writer connection, whose page cache then already holds the rows.
 func (s *SQLiteStore) ScanByKey(ctx context.Context, keyID string, limit int) ([]Entry, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("scan key %s: limit %d: want at least 1", keyID, limit)
+	}
 	rows, err := s.w.QueryContext(ctx, `SELECT id, name, version, ct FROM entries WHERE mk = ? LIMIT ?`, keyID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("scan key %s: %w", keyID, err)

@@ -90,16 +90,20 @@ func (s *Server) routeDomain(w http.ResponseWriter, r *http.Request) {
 		}
 		segs[i] = v
 	}
+	method := r.Method
+	if method == http.MethodHead {
+		method = http.MethodGet // as ServeMux does; net/http drops the body
+	}
 	var h http.HandlerFunc
 	switch {
-	case len(segs) == 2 && segs[1] == "entries" && r.Method == http.MethodGet:
+	case len(segs) == 2 && segs[1] == "entries" && method == http.MethodGet:
 		h = s.listEntries
 	case len(segs) == 3 && segs[1] == "entries":
-		h = map[string]http.HandlerFunc{http.MethodGet: s.getEntry, http.MethodPut: s.putEntry, http.MethodDelete: s.deleteEntry}[r.Method]
+		h = map[string]http.HandlerFunc{http.MethodGet: s.getEntry, http.MethodPut: s.putEntry, http.MethodDelete: s.deleteEntry}[method]
 		r.SetPathValue("name", segs[2])
-	case len(segs) == 2 && segs[1] == "import" && r.Method == http.MethodPost:
+	case len(segs) == 2 && segs[1] == "import" && method == http.MethodPost:
 		h = s.importEntries
-	case len(segs) == 2 && segs[1] == "export" && r.Method == http.MethodGet:
+	case len(segs) == 2 && segs[1] == "export" && method == http.MethodGet:
 		h = s.exportEntries
 	}
 	if h == nil {
