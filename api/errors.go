@@ -13,6 +13,7 @@ const (
 	CodeInvalidValue  = "invalid_value"  // 400: e.g. a key rotation that does not parse
 	CodeForbidden     = "forbidden"      // 403
 	CodeNotFound      = "not_found"      // 404: no such entry
+	CodeNoEndpoint    = "no_endpoint"    // 404: no such API path or method
 	CodeUnknownDomain = "unknown_domain" // 404: no such domain or scope
 	CodeInProgress    = "in_progress"    // 409: a rekey of the domain is running
 	CodeConflict      = "conflict"       // 409: other conflicts

@@ -43,7 +43,9 @@ func httpError(err error) (int, string) {
 		return http.StatusBadRequest, api.CodeInvalidValue
 	case errors.Is(err, provider.ErrValueTooLarge):
 		return http.StatusRequestEntityTooLarge, api.CodeTooLarge
-	case errors.Is(err, provider.ErrNotFound), errors.Is(err, errNoEndpoint):
+	case errors.Is(err, errNoEndpoint):
+		return http.StatusNotFound, api.CodeNoEndpoint
+	case errors.Is(err, provider.ErrNotFound):
 		return http.StatusNotFound, api.CodeNotFound
 	case errors.Is(err, domains.ErrUnknownDomain), errors.Is(err, domains.ErrUnknownScope):
 		return http.StatusNotFound, api.CodeUnknownDomain

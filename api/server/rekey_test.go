@@ -495,3 +495,20 @@ func TestRekey_ModifyInQuickSuccession(t *testing.T) {
 		}
 	}
 }
+
+// When status shows a domain idle (ACTIVE, no rekey), a rekey of it can be
+// started: a script that waits for ACTIVE and then starts the next rekey must
+// not be told one is still in progress.
+func TestRekey_IdleStatusMeansStartable(t *testing.T) {
+	t.Parallel()
+	k := startKMD(t, kmdOptions{})
+	for i := range 60 {
+		if _, err := k.c.StartRekey(t.Context(), api.ScopeCluster, []string{"JWT"}); err != nil {
+			t.Fatalf("rekey %d: status said JWT is ACTIVE, but the start was refused: %v", i, err)
+		}
+		waitFor(t, "JWT to be ACTIVE", func() bool {
+			d := domainStatus(t, k, "JWT")
+			return d.Status == api.StatusActive && d.Rekey == nil
+		})
+	}
+}

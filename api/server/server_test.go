@@ -53,7 +53,9 @@ type kmd struct {
 	logs    *observer.ObservedLogs
 	resp    *responses
 
-	closeReg func() error // closes the registry once
+	closeReg  func() error     // closes the registry once
+	forbidden forbiddenStrings // may appear in no answer and no log line
+
 	// wedged is set when a request hung: the registry is then left open
 	// when the test ends, since closing it would hang too.
 	wedged atomic.Bool
@@ -331,6 +333,30 @@ func (r response) mayHoldValues() bool {
 	return strings.Contains(r.path, "/entries/") || strings.HasSuffix(r.path, "/export")
 }
 
+// forbiddenStrings are secrets other than entry values, such as a KMIP
+// client key, that no answer (not even a value-carrying one) may hold.
+type forbiddenStrings struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (f *forbiddenStrings) add(s string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.list = append(f.list, s)
+}
+
+func (f *forbiddenStrings) in(s string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, x := range f.list {
+		if strings.Contains(s, x) {
+			return x
+		}
+	}
+	return ""
+}
+
 func containsMarker(s string) bool {
 	for _, f := range markerForms {
 		if strings.Contains(s, f) {
@@ -348,6 +374,9 @@ func (k *kmd) checkNoLeaks(t *testing.T) {
 	for _, r := range k.resp.all() {
 		if !r.mayHoldValues() && containsMarker(string(r.body)) {
 			t.Errorf("%s %s answered %d with an entry value: %.200q", r.method, r.path, r.status, r.body)
+		}
+		if x := k.forbidden.in(string(r.body)); x != "" {
+			t.Errorf("%s %s answered %d with the secret %.40q", r.method, r.path, r.status, x)
 		}
 		if r.status < 400 {
 			continue
@@ -369,6 +398,9 @@ func (k *kmd) checkNoLeaks(t *testing.T) {
 		}
 		if containsMarker(buf.String()) {
 			t.Errorf("log line holds an entry value: %s", buf.String())
+		}
+		if x := k.forbidden.in(buf.String()); x != "" {
+			t.Errorf("log line holds the secret %.40q: %s", x, buf.String())
 		}
 		buf.Free()
 	}
@@ -430,7 +462,7 @@ func TestServer_UnknownEndpoint(t *testing.T) {
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			status, hdr, body := k.do(t, tc.method, tc.path, nil, nil)
-			eb := wantErrorBody(t, status, body, http.StatusNotFound, api.CodeNotFound)
+			eb := wantErrorBody(t, status, body, http.StatusNotFound, api.CodeNoEndpoint)
 			if !strings.Contains(eb.Error, tc.path) {
 				t.Errorf("message %q does not name the path %s", eb.Error, tc.path)
 			}
