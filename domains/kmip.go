@@ -358,6 +358,10 @@ func (r *Registry) Migrate(scope string, names []string, target string, retry bo
 			return nil, fmt.Errorf("%w for %s", rekey.ErrInProgress, d.Name)
 		case st.Failed() && !retry:
 			return nil, fmt.Errorf("%w for %s: its %s to %s failed (%s); pass --retry to retry it now", rekey.ErrOtherPending, d.Name, st.Op, st.Target, st.Error)
+		case st.Pending() && st.Target != target:
+			// Resuming it would go where the operator did not ask.
+			return nil, fmt.Errorf("%w for %s: its %s to %s is not finished (%s); retry that one (--retry with that target) before migrating elsewhere",
+				rekey.ErrOtherPending, d.Name, st.Op, st.Target, st.Error)
 		case st.Pending():
 			todo = append(todo, d)
 		case r.currentLocation(d) != target:
@@ -369,11 +373,7 @@ func (r *Registry) Migrate(scope string, names []string, target string, retry bo
 	}
 	var started []string
 	for _, d := range todo {
-		t := target
-		if st := d.engine.Status(); st.Pending() {
-			t = st.Target // --retry resumes the pending one where it was going
-		}
-		if err := d.engine.Start(t); err != nil {
+		if err := d.engine.Start(target); err != nil {
 			return started, err
 		}
 		started = append(started, d.Name)
@@ -420,7 +420,8 @@ func (r *Registry) runQueued(domain string) {
 	}
 	d := r.byName[domain]
 	d.engine.Wait() // the migration's run, which called us from its end
-	if err := d.engine.Start(r.currentLocation(d)); err != nil && !errors.Is(err, rekey.ErrClosed) {
+	// Tick may have started the scope's pending rekey first: that one counts.
+	if err := d.engine.Start(r.currentLocation(d)); err != nil && !errors.Is(err, rekey.ErrClosed) && !errors.Is(err, rekey.ErrInProgress) {
 		r.lg.Error("start queued rekey", zap.String(logs.Domain, domain), zap.Error(err))
 	}
 }

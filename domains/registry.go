@@ -314,11 +314,13 @@ func (r *Registry) Close() error {
 			errs = append(errs, d.store.Close())
 		}
 	}
+	r.srcMu.Lock()
 	for _, src := range r.cfg.Sources {
 		if c, ok := src.(interface{ Close() error }); ok {
 			c.Close()
 		}
 	}
+	r.srcMu.Unlock()
 	errs = append(errs, r.lock.Unlock())
 	return errors.Join(errs...)
 }

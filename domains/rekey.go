@@ -40,6 +40,9 @@ func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
 			migrating = append(migrating, d) // the rekey waits for the migration
 		case st.Running:
 			return nil, fmt.Errorf("%w for %s", rekey.ErrInProgress, d.Name)
+		case st.Pending() && st.Target != r.currentLocation(d):
+			return nil, fmt.Errorf("%w for %s: its %s to %s failed (%s); retry it first (migrate --to-server %s --retry)",
+				rekey.ErrOtherPending, d.Name, st.Op, st.Target, st.Error, st.Target)
 		}
 	}
 	whole := len(ds) == len(all)
@@ -72,9 +75,15 @@ func (r *Registry) currentLocation(d *Domain) string {
 
 // finished is every engine's OnFinish.
 func (r *Registry) finished(domain string, err error) {
+	r.queueMu.Lock()
+	queued := r.queued[domain]
+	r.queueMu.Unlock()
 	r.mu.Lock()
 	s := r.schedule(scopeOf(domain))
-	if s.Finish(domain, err, r.cfg.Clock.Now().UTC()) {
+	// A migration that ends with a rekey queued behind it is not that
+	// rekey: the queued one's own end counts for the schedule.
+	handOver := queued && err == nil
+	if !handOver && s.Finish(domain, err, r.cfg.Clock.Now().UTC()) {
 		r.lg.Info("scope rekey completed, rotation clock reset", zap.String(logs.Scope, scopeOf(domain)))
 	}
 	if serr := r.saveSchedulesLocked(); serr != nil {
