@@ -10,25 +10,25 @@ import (
 
 // Progress of a running rekey.
 type Progress struct {
-	Done    int64     `json:"done"`
-	Total   int64     `json:"total"`
-	Started time.Time `json:"started"`
+	Done    int64
+	Total   int64
+	Started time.Time
 }
 
-// Status is one domain's row of `cluster status` / `sed status`.
+// Status is one domain's status; the API shapes it for cluster and sed.
 type Status struct {
-	Domain      string     `json:"domain"`
-	Scope       string     `json:"-"`
-	Node        int        `json:"node,omitempty"`
-	Status      string     `json:"status"`
-	KeyID       string     `json:"key_id"`
-	KeyCreated  time.Time  `json:"key_created"`
-	Location    string     `json:"location"`
-	RemoteKeyID string     `json:"remote_key_id"`
-	Error       string     `json:"error"`
-	Entries     int64      `json:"entries"`
-	Rekey       *Progress  `json:"rekey"`
-	NextRetry   *time.Time `json:"next_retry"`
+	Domain      string
+	Scope       string
+	Node        int
+	Status      string
+	KeyID       string
+	KeyCreated  time.Time
+	Location    string
+	RemoteKeyID string
+	Error       string
+	Entries     int64
+	Rekey       *Progress
+	NextRetry   *time.Time
 }
 
 // keyStatus fills the current MK's columns.
