@@ -122,7 +122,9 @@ func (r *Registry) Tick(now time.Time) time.Time {
 			}
 		}
 		d.engine.RetryIfDue(now)
-		if st := d.engine.Status(); st.Failed() {
+		// A failure's retry time counts from the moment it is recorded, even
+		// while its run is still ending (a Wake from OnFinish lands there).
+		if st := d.engine.Status(); st.Error != "" && !st.NextRetry.IsZero() {
 			earliest(st.NextRetry)
 		}
 	}

@@ -10,14 +10,14 @@ import (
 
 // TestSource_PyKMIP runs the conformance suite and Verify against a real
 // PyKMIP server, when one is given in the environment as
-// ../shared/scripts/pykmip-up.sh prints it:
+// scripts/pykmip-up.sh prints it:
 //
-//	eval "$(../shared/scripts/pykmip-up.sh /tmp/pykmip)" && export PYKMIP_ADDR PYKMIP_CA PYKMIP_CLIENT_CERT PYKMIP_CLIENT_KEY
+//	eval "$(scripts/pykmip-up.sh /tmp/pykmip)" && export PYKMIP_ADDR PYKMIP_CA PYKMIP_CLIENT_CERT PYKMIP_CLIENT_KEY
 //	go test -run PyKMIP ./kmip/
 func TestSource_PyKMIP(t *testing.T) {
 	addr := os.Getenv("PYKMIP_ADDR")
 	if addr == "" {
-		t.Skip("PYKMIP_ADDR not set; see ../shared/scripts/pykmip-up.sh")
+		t.Skip("PYKMIP_ADDR not set; see scripts/pykmip-up.sh")
 	}
 	cfg := ServerConfig{
 		Name:       "pykmip",

@@ -107,6 +107,14 @@ func (s *Scheduler) run() {
 	s.mu.Lock()
 	s.next = next
 	s.mu.Unlock()
+	// cron chose this entry's next run before the tick ran; if the tick
+	// found something due sooner, re-arm so it is not slept through.
+	s.entryMu.Lock()
+	e := s.cron.Entry(s.id)
+	s.entryMu.Unlock()
+	if !next.IsZero() && e.Valid() && next.Before(e.Next) {
+		go s.Wake()
+	}
 }
 
 // Start runs one tick now, then schedules the next ones.
