@@ -34,7 +34,10 @@ func NewClient(socket string) *Client {
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     30 * time.Second,
 	}
-	return &Client{socket: socket, http: &http.Client{Transport: tr}, base: "http://kmd"}
+	// Never follow a redirect: a misrouted request must fail, not return
+	// another endpoint's body as if it were the answer.
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Client{socket: socket, http: &http.Client{Transport: tr, CheckRedirect: noRedirect}, base: "http://kmd"}
 }
 
 // EntryPath returns the path of an entry, with the name path-escaped. The

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -32,4 +33,39 @@ func TestOpen_SecondOnSameDataDirRefused(t *testing.T) {
 		t.Fatalf("open after close: %v", err)
 	}
 	r2.Close()
+}
+
+// A crash in the middle of writing a key file or the schedule leaves a
+// temporary file, which may hold material of a key never recorded: the
+// next start removes it.
+func TestOpen_RemovesFilesHalfWrittenByACrash(t *testing.T) {
+	dir := t.TempDir()
+	cfg := domains.Config{DataDir: dir, TickMax: 1 << 62}
+	r, err := domains.Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	leftovers := []string{
+		filepath.Join(dir, "keys", "S3", ".0123456789abcdef.key.tmp-42"),
+		filepath.Join(dir, ".schedule.json.tmp-7"),
+	}
+	for _, p := range leftovers {
+		if err := os.WriteFile(p, []byte("half-written"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err = domains.Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, p := range leftovers {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s still there after start (%v)", p, err)
+		}
+	}
+	if st, _ := r.DomainStatus(t.Context(), "S3"); st.Status != domains.StatusActive {
+		t.Fatalf("S3 %+v", st)
+	}
 }

@@ -185,6 +185,18 @@ func open(ctx context.Context, cfg Config, lock *fsx.Lock) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
+	// We hold the data dir's lock: any temporary file is a crash's leftover.
+	for _, clean := range []func() (int, error){
+		local.RemoveTemps,
+		func() (int, error) { return fsx.RemoveTemps(cfg.DataDir) },
+		func() (int, error) { return fsx.RemoveTemps(filepath.Join(cfg.DataDir, "kmip")) },
+	} {
+		if n, err := clean(); err != nil {
+			return nil, err
+		} else if n > 0 {
+			cfg.Log.Warn("removed files left half-written by a crash", zap.Int("files", n))
+		}
+	}
 	r := &Registry{cfg: cfg, lg: cfg.Log, local: local, byName: map[string]*Domain{}, lock: lock, queued: map[string]bool{}}
 	if err := r.loadSchedules(); err != nil {
 		return nil, err

@@ -83,15 +83,16 @@ func (r *Registry) finished(domain string, err error) {
 	// A migration that ends with a rekey queued behind it is not that
 	// rekey: the queued one's own end counts for the schedule.
 	handOver := queued && err == nil
-	if !handOver && s.Finish(domain, err, r.cfg.Clock.Now().UTC()) {
+	reset := !handOver && s.Finish(domain, err, r.cfg.Clock.Now().UTC())
+	if reset {
 		r.lg.Info("scope rekey completed, rotation clock reset", zap.String(logs.Scope, scopeOf(domain)))
 	}
 	if serr := r.saveSchedulesLocked(); serr != nil {
 		r.lg.Error("save schedule", zap.Error(serr))
 	}
 	r.mu.Unlock()
-	if err != nil && r.sched != nil {
-		r.sched.Wake() // so the retry time is slept towards, not a full TickMax
+	if (err != nil || reset) && r.sched != nil {
+		r.sched.Wake() // so the retry or the next rotation is slept towards, not a full TickMax
 	}
 	if err == nil {
 		go r.runQueued(domain) // after this run has ended

@@ -38,6 +38,25 @@ func NewLocalKeys(dir string) (*LocalKeys, error) {
 	return &LocalKeys{dir: dir}, nil
 }
 
+// RemoveTemps removes key files half-written by a crash (they may hold
+// material of a key that was never recorded). Call it at start, while no
+// Create can run.
+func (l *LocalKeys) RemoveTemps() (int, error) {
+	dirs, err := filepath.Glob(filepath.Join(l.dir, "*"))
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, d := range append(dirs, l.dir) {
+		n, err := fsx.RemoveTemps(d)
+		if err != nil {
+			return total, fmt.Errorf("remove temporary key files in %s: %w", d, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
 // Location implements KeySource.
 func (l *LocalKeys) Location() string { return LocationLocal }
 

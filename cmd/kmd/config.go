@@ -94,16 +94,17 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		vals[s.flag] = fs.String(s.flag, "", s.help+" (env "+s.env+")")
 	}
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = func() {
+	usage := func() {
 		fmt.Fprintf(stderr, "usage: kmd [--config FILE] [--data-dir DIR] [--socket PATH] [--node-id N]\n"+
 			"           [--retry-interval 15m] [--log-file PATH] [--log-format json|console] [--event-hook CMD]\n\n")
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}
+	fs.Usage = func() {} // a bad flag gets one line (exitCode), -h the usage
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			usage()
 			return config{}, err
 		}
 		return config{}, usageError{err}

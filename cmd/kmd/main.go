@@ -133,6 +133,12 @@ func listenUnix(path string) (net.Listener, error) {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("socket path %s exists and is not a socket; remove it or choose another --socket", path)
 		}
+		// Our data dir's lock says nothing of a socket elsewhere: a live
+		// one belongs to another kmd (or anything else) and stays.
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("socket %s is in use by another process; stop it or choose another --socket", path)
+		}
 		os.Remove(path)
 	}
 	old := syscall.Umask(0o177)

@@ -108,3 +108,23 @@ func MkdirPrivate(dir string) error {
 	}
 	return os.Chmod(dir, 0o700)
 }
+
+// RemoveTemps removes the temporary files that WriteFileAtomic and
+// WriteFileExclusive leave behind when a crash interrupts them (".NAME.tmp-*"
+// in dir). Call it only while no writer can be running, e.g. under the data
+// dir's lock at start. It returns how many it removed.
+func RemoveTemps(dir string) (int, error) {
+	names, err := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
+	if err != nil {
+		return 0, err
+	}
+	for _, n := range names {
+		if err := os.Remove(n); err != nil && !os.IsNotExist(err) {
+			return 0, err
+		}
+	}
+	if len(names) > 0 {
+		return len(names), SyncDir(dir)
+	}
+	return 0, nil
+}
