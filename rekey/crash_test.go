@@ -40,9 +40,9 @@ func TestCrashChild(t *testing.T) {
 		t.Skip("crash child only")
 	}
 	var dir string
-	var killAt int
+	var killAt, genBase int
 	var delay time.Duration
-	if _, err := fmt.Sscanf(spec, "%s %d %d", &dir, &killAt, &delay); err != nil {
+	if _, err := fmt.Sscanf(spec, "%s %d %d %d", &dir, &killAt, &delay, &genBase); err != nil {
 		t.Fatal(err)
 	}
 	step := 0
@@ -66,7 +66,9 @@ func TestCrashChild(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		ctx := context.Background()
-		for gen := 1; ; gen++ {
+		// Generations increase across children, so a later write always
+		// carries a higher one.
+		for gen := genBase + 1; ; gen++ {
 			select {
 			case <-stop:
 				return
@@ -148,25 +150,26 @@ func TestEngine_ResumeAfterCrash(t *testing.T) {
 			dir := t.TempDir()
 			copyDir(t, template, dir)
 			acked := map[string]int{}
-			runCrashChild(t, dir, killAt, delay, acked)
+			runCrashChild(t, dir, killAt, delay, 0, acked)
 			if second > 0 {
-				runCrashChild(t, dir, second, 0, acked)
+				runCrashChild(t, dir, second, 0, 1_000_000, acked)
 			}
 			e := openEnv(t, dir, envOpts{batch: crashBatch})
 			exp := map[string][]byte{}
 			for k, v := range want {
 				exp[k] = v
 			}
-			// An entry equals its last acknowledged write, or the next
-			// write, whose acknowledgement the kill may have cut off.
+			// An entry equals its last acknowledged write, or a later write
+			// whose acknowledgement the kill cut off: never an earlier one.
 			ctx := context.Background()
 			for name, gen := range acked {
 				got, _, err := e.vault.Get(ctx, name)
 				if err != nil {
 					t.Fatalf("entry %s: %v", name, err)
 				}
-				if string(got) != string(value(name, gen)) && !strings.HasPrefix(string(got), fmt.Sprintf("%s#%d|", name, gen+crashWriterSet)) {
-					t.Fatalf("entry %s = %q, want generation %d (acknowledged) or the next", name, got[:20], gen)
+				g, ok := generation(name, got)
+				if !ok || g < gen || (g > gen && string(got) != string(value(name, g))) {
+					t.Fatalf("entry %s = %q: generation %d, want %d (acknowledged) or later", name, got, g, gen)
 				}
 				exp[name] = got
 			}
@@ -193,10 +196,24 @@ func TestEngine_ResumeAfterCrash(t *testing.T) {
 	}
 }
 
-func runCrashChild(t *testing.T, dir string, killAt int, delay time.Duration, acked map[string]int) {
+// generation parses the writer's generation out of a value it wrote.
+func generation(name string, v []byte) (int, bool) {
+	rest, ok := strings.CutPrefix(string(v), name+"#")
+	if !ok {
+		return 0, false
+	}
+	n, _, ok := strings.Cut(rest, "|")
+	if !ok {
+		return 0, false
+	}
+	g, err := strconv.Atoi(n)
+	return g, err == nil
+}
+
+func runCrashChild(t *testing.T, dir string, killAt int, delay time.Duration, genBase int, acked map[string]int) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %d", crashChildEnv, dir, killAt, delay))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %d %d", crashChildEnv, dir, killAt, delay, genBase))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
