@@ -3,6 +3,7 @@ package rekey
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -88,16 +89,16 @@ type Scheduler struct {
 
 	entryMu sync.Mutex // serialises re-arming the cron entry
 	id      cron.EntryID
+
+	wakers  sync.WaitGroup // Wakes started by run
+	stopped atomic.Bool    // after Stop: no more re-arming, no more logging
 }
 
 // NewScheduler returns a stopped scheduler.
 func NewScheduler(lg *zap.Logger, maxSleep time.Duration, tick func() time.Time) *Scheduler {
-	cl := cronLogger{lg}
-	s := &Scheduler{
-		cron:     cron.New(cron.WithLogger(cl), cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl))),
-		maxSleep: maxSleep,
-		tick:     tick,
-	}
+	s := &Scheduler{maxSleep: maxSleep, tick: tick}
+	cl := cronLogger{lg: lg, quiet: &s.stopped}
+	s.cron = cron.New(cron.WithLogger(cl), cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)))
 	s.id = s.cron.Schedule(wake{s}, cron.FuncJob(s.run))
 	return s
 }
@@ -110,10 +111,9 @@ func (s *Scheduler) run() {
 	// cron chose this entry's next run before the tick ran; if the tick
 	// found something due sooner, re-arm so it is not slept through.
 	s.entryMu.Lock()
-	e := s.cron.Entry(s.id)
-	s.entryMu.Unlock()
-	if !next.IsZero() && e.Valid() && next.Before(e.Next) {
-		go s.Wake()
+	defer s.entryMu.Unlock()
+	if e := s.cron.Entry(s.id); !next.IsZero() && e.Valid() && next.Before(e.Next) && !s.stopped.Load() {
+		s.wakers.Go(s.Wake) // under entryMu, so never after Stop's Wait began
 	}
 }
 
@@ -126,6 +126,9 @@ func (s *Scheduler) Start() {
 // Wake re-arms the scheduler at once: call it when a schedule changed or a
 // retry was set, so that a nearer due time is not slept through.
 func (s *Scheduler) Wake() {
+	if s.stopped.Load() {
+		return
+	}
 	s.mu.Lock()
 	s.next = time.Now()
 	s.mu.Unlock()
@@ -135,9 +138,14 @@ func (s *Scheduler) Wake() {
 	s.id = s.cron.Schedule(wake{s}, cron.FuncJob(s.run))
 }
 
-// Stop stops scheduling and waits for a running tick.
+// Stop stops scheduling and waits for a running tick. Nothing of the
+// scheduler's runs or logs after it returns.
 func (s *Scheduler) Stop() {
+	s.entryMu.Lock()
+	s.stopped.Store(true)
+	s.entryMu.Unlock()
 	<-s.cron.Stop().Done()
+	s.wakers.Wait()
 }
 
 // wake is the cron.Schedule: the earlier of what tick asked for and maxSleep.
@@ -157,13 +165,21 @@ func (w wake) Next(t time.Time) time.Time {
 	return next
 }
 
-// cronLogger sends robfig/cron's logging through zap.
-type cronLogger struct{ lg *zap.Logger }
+// cronLogger sends robfig/cron's logging through zap. It falls silent once
+// the scheduler is stopped: cron's loop logs its own end after Stop returns.
+type cronLogger struct {
+	lg    *zap.Logger
+	quiet *atomic.Bool
+}
 
 func (c cronLogger) Info(msg string, kv ...any) {
-	c.lg.Debug("cron "+msg, zap.String("detail", fmt.Sprint(kv...)))
+	if !c.quiet.Load() {
+		c.lg.Debug("cron "+msg, zap.String("detail", fmt.Sprint(kv...)))
+	}
 }
 
 func (c cronLogger) Error(err error, msg string, kv ...any) {
-	c.lg.Error("cron "+msg, zap.Error(err), zap.String("detail", fmt.Sprint(kv...)))
+	if !c.quiet.Load() {
+		c.lg.Error("cron "+msg, zap.Error(err), zap.String("detail", fmt.Sprint(kv...)))
+	}
 }
