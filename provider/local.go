@@ -85,8 +85,8 @@ func (l *LocalKeys) Create(ctx context.Context, domain, id string) (KeyRef, []by
 	if err != nil {
 		return KeyRef{}, nil, err
 	}
-	if m, err := l.Load(ctx, ref); err == nil {
-		return ref, m, nil
+	if _, err := l.Load(ctx, ref); err == nil {
+		return l.existing(ctx, ref)
 	} else if !errors.Is(err, ErrKeyNotFound) {
 		return KeyRef{}, nil, err
 	}
@@ -116,7 +116,17 @@ func (l *LocalKeys) Create(ctx context.Context, domain, id string) (KeyRef, []by
 	return ref, m, nil
 }
 
+// existing returns a key file that is already there, after making its
+// directory entries durable: the Create that wrote it may have crashed
+// between linking it into place and syncing the directories (invariant 2).
 func (l *LocalKeys) existing(ctx context.Context, ref KeyRef) (KeyRef, []byte, error) {
+	p, err := l.path(ref.Domain, ref.ID)
+	if err != nil {
+		return KeyRef{}, nil, err
+	}
+	if err := errors.Join(fsx.SyncDir(filepath.Dir(p)), fsx.SyncDir(l.dir)); err != nil {
+		return KeyRef{}, nil, fmt.Errorf("create key %s/%s: %w", ref.Domain, ref.ID, err)
+	}
 	m, err := l.Load(ctx, ref)
 	if err != nil {
 		return KeyRef{}, nil, err

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -358,9 +359,14 @@ func (s *SQLiteStore) Rewrap(ctx context.Context, from string, batch []Entry) (n
 		return 0, fmt.Errorf("rewrap: %w", err)
 	}
 	defer func() {
-		// Restore FULL for service writes on this, the only writer connection.
-		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); rerr != nil && err == nil {
-			err = fmt.Errorf("rewrap: %w", rerr)
+		// Restore FULL for service writes on this, the only writer
+		// connection; if that fails, discard the connection rather than
+		// let service writes skip their fsync.
+		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); rerr != nil {
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+			if err == nil {
+				err = fmt.Errorf("rewrap: %w", rerr)
+			}
 		}
 	}()
 	tx, err := conn.BeginTx(ctx, nil)

@@ -110,18 +110,22 @@ func (v *Vault) Get(ctx context.Context, name string) ([]byte, int64, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, 0, err
 	}
-	e, err := v.store.Get(ctx, name)
-	if err != nil {
-		return nil, 0, v.named(err, name)
+	var e Entry
+	var k *Key
+	// Twice at most: a rekey may rewrap the row and drop its old MK
+	// between our read of the row and our look-up of the key.
+	for try := 0; try < 2 && k == nil; try++ {
+		var err error
+		if e, err = v.store.Get(ctx, name); err != nil {
+			return nil, 0, v.named(err, name)
+		}
+		k = v.Key(e.KeyID)
 	}
-	v.mu.RLock()
-	k := v.keys[e.KeyID]
 	if k == nil {
-		err := v.unavailableErr(e.KeyID)
-		v.mu.RUnlock()
-		return nil, 0, err
+		v.mu.RLock()
+		defer v.mu.RUnlock()
+		return nil, 0, v.unavailableErr(e.KeyID)
 	}
-	v.mu.RUnlock()
 	val, err := k.Open(nil, v.domain, name, e.Sealed)
 	if err != nil {
 		return nil, 0, &EntryError{Domain: v.domain, Name: name, KeyID: e.KeyID, Err: err}
@@ -242,7 +246,13 @@ func (v *Vault) LoadKeys(ctx context.Context, sources Sources) error {
 		v.AddKey(k)
 	}
 	v.mu.Lock()
-	v.current = current
+	// Only the first load sets the current key; after that only Switch
+	// does. A reload (after an outage) read the metadata unlocked and may
+	// be older than a Switch made meanwhile: adopting it would send writes
+	// back to an MK that is about to be destroyed.
+	if v.current == "" {
+		v.current = current
+	}
 	v.unavailable = first
 	v.mu.Unlock()
 	return first

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -828,3 +829,57 @@ func TestLoadKey(t *testing.T) {
 }
 
 func sleepBriefly() { time.Sleep(5 * time.Millisecond) }
+
+// A reload of the keys (after an outage) must never undo a Switch made
+// since the metadata it read: writes would go back to an MK about to be
+// destroyed.
+func TestVault_LoadKeysNeverUndoesASwitch(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	st, err := provider.OpenSQLite(filepath.Join(dir, "S3.db"), provider.SQLiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lk, err := provider.NewLocalKeys(filepath.Join(dir, "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources := func(string) (provider.KeySource, error) { return lk, nil }
+	var infos []provider.KeyInfo
+	for _, id := range []string{"aaaa", "bbbb"} {
+		ref, m, err := lk.Create(ctx, "S3", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		state := provider.KeyCurrent
+		if id == "bbbb" {
+			state = provider.KeyPending
+		}
+		infos = append(infos, provider.KeyInfo{KeyRef: ref, State: state, Fingerprint: provider.Fingerprint(m)})
+	}
+	if err := st.UpdateMeta(ctx, provider.MetaUpdate{PutKeys: infos}); err != nil {
+		t.Fatal(err)
+	}
+	v := provider.NewVault("S3", st)
+	if err := v.LoadKeys(ctx, sources); err != nil || v.Current() != "aaaa" {
+		t.Fatalf("first load: current %q, %v", v.Current(), err)
+	}
+	m, err := lk.Load(ctx, infos[1].KeyRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := provider.NewKey("bbbb", m)
+	v.AddKey(kb)
+	// The switch is in memory; the metadata a concurrent reload read still
+	// says aaaa is current.
+	if err := v.Switch("bbbb", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.LoadKeys(ctx, sources); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Current(); got != "bbbb" {
+		t.Fatalf("a reload undid the switch: current %q, want bbbb", got)
+	}
+}
