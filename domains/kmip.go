@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -107,7 +108,7 @@ func (r *Registry) saveKMIPServersLocked() error {
 	for _, s := range r.kmipServers {
 		list = append(list, s)
 	}
-	slices.SortFunc(list, func(a, b KMIPServer) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(list, func(a, b KMIPServer) int { return strings.Compare(a.Name, b.Name) })
 	b, err := json.MarshalIndent(list, "", "  ")
 	if err != nil {
 		return err
@@ -116,16 +117,6 @@ func (r *Registry) saveKMIPServersLocked() error {
 		return err
 	}
 	return fsx.WriteFileAtomic(r.serversPath(), append(b, '\n'), 0o600)
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // AddKMIPServer checks a new server's files, keeps copies of them (mode

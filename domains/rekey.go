@@ -1,6 +1,7 @@
 package domains
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,7 +68,7 @@ func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
 }
 
 func (r *Registry) currentLocation(d *Domain) string {
-	if st := r.keyStatus(d); st.Location != "" {
+	if st := r.keyStatus(context.Background(), d); st.Location != "" {
 		return st.Location
 	}
 	return provider.LocationLocal
@@ -118,7 +119,7 @@ func (r *Registry) Tick(now time.Time) time.Time {
 			continue
 		}
 		if d.Vault.Unavailable() != nil {
-			if err := d.Vault.LoadKeys(r.engineCtx(), r.Sources); err == nil {
+			if err := d.Vault.LoadKeys(context.Background(), r.Sources); err == nil {
 				r.lg.Info("keys loaded", zap.String(logs.Domain, d.Name))
 			}
 		}

@@ -32,12 +32,12 @@ type Status struct {
 }
 
 // keyStatus fills the current MK's columns.
-func (r *Registry) keyStatus(d *Domain) Status {
+func (r *Registry) keyStatus(ctx context.Context, d *Domain) Status {
 	s := Status{Domain: d.Name, Scope: d.Scope}
 	if d.store == nil {
 		return s
 	}
-	infos, err := d.store.Keys(r.engineCtx())
+	infos, err := d.store.Keys(ctx)
 	if err != nil {
 		return s
 	}
@@ -48,8 +48,6 @@ func (r *Registry) keyStatus(d *Domain) Status {
 	}
 	return s
 }
-
-func (r *Registry) engineCtx() context.Context { return context.Background() }
 
 // Status returns the status of every domain of scope, in display order.
 func (r *Registry) Status(ctx context.Context, scope string) ([]Status, error) {
@@ -74,7 +72,7 @@ func (r *Registry) DomainStatus(ctx context.Context, name string) (Status, error
 }
 
 func (r *Registry) domainStatus(ctx context.Context, d *Domain) Status {
-	s := r.keyStatus(d)
+	s := r.keyStatus(ctx, d)
 	if d.Scope == "sed" {
 		s.Node = r.cfg.NodeID
 	}

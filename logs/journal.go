@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/kmd-project/kmd/internal/fsx"
 )
 
 // Log field names of the journal, beside those of fields.go.
@@ -113,7 +115,7 @@ func OpenJournal(o JournalOptions) (*Journal, error) {
 		return nil, err
 	}
 	// Make the file's creation durable.
-	if err := syncDir(o.Dir); err != nil {
+	if err := fsx.SyncDir(o.Dir); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open event journal: %w", err)
 	}
@@ -341,22 +343,8 @@ func (j *Journal) rewrite() (err error) {
 	old := j.f
 	j.f, j.size = nf, int64(buf.Len())
 	old.Close()
-	if err := syncDir(dir); err != nil {
+	if err := fsx.SyncDir(dir); err != nil {
 		return fmt.Errorf("compact event journal: %w", err)
-	}
-	return nil
-}
-
-// syncDir fsyncs a directory so that entries created or renamed in it are
-// durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
 	}
 	return nil
 }

@@ -85,8 +85,11 @@ func (l *LocalKeys) Create(ctx context.Context, domain, id string) (KeyRef, []by
 	if err != nil {
 		return KeyRef{}, nil, err
 	}
-	if _, err := l.Load(ctx, ref); err == nil {
-		return l.existing(ctx, ref)
+	if m, err := l.Load(ctx, ref); err == nil {
+		if err := l.syncDirs(p); err != nil {
+			return KeyRef{}, nil, fmt.Errorf("create key %s/%s: %w", domain, id, err)
+		}
+		return ref, m, nil
 	} else if !errors.Is(err, ErrKeyNotFound) {
 		return KeyRef{}, nil, err
 	}
@@ -105,7 +108,14 @@ func (l *LocalKeys) Create(ctx context.Context, domain, id string) (KeyRef, []by
 	// there first wins, and we return its material, not ours.
 	if err := fsx.WriteFileExclusive(p, buf, 0o600); os.IsExist(err) {
 		clear(m)
-		return l.existing(ctx, ref)
+		m, err := l.Load(ctx, ref)
+		if err == nil {
+			err = l.syncDirs(p)
+		}
+		if err != nil {
+			return KeyRef{}, nil, err
+		}
+		return ref, m, nil
 	} else if err != nil {
 		return KeyRef{}, nil, fmt.Errorf("create key %s/%s: %w", domain, id, err)
 	}
@@ -116,22 +126,12 @@ func (l *LocalKeys) Create(ctx context.Context, domain, id string) (KeyRef, []by
 	return ref, m, nil
 }
 
-// existing returns a key file that is already there, after making its
-// directory entries durable: the Create that wrote it may have crashed
-// between linking it into place and syncing the directories (invariant 2).
-func (l *LocalKeys) existing(ctx context.Context, ref KeyRef) (KeyRef, []byte, error) {
-	p, err := l.path(ref.Domain, ref.ID)
-	if err != nil {
-		return KeyRef{}, nil, err
-	}
-	if err := errors.Join(fsx.SyncDir(filepath.Dir(p)), fsx.SyncDir(l.dir)); err != nil {
-		return KeyRef{}, nil, fmt.Errorf("create key %s/%s: %w", ref.Domain, ref.ID, err)
-	}
-	m, err := l.Load(ctx, ref)
-	if err != nil {
-		return KeyRef{}, nil, err
-	}
-	return ref, m, nil
+// syncDirs makes the directory entries of key file p durable. A key file
+// found already there may come from a Create that crashed between linking it
+// into place and syncing its directories: it is used only after this
+// (invariant 2).
+func (l *LocalKeys) syncDirs(p string) error {
+	return errors.Join(fsx.SyncDir(filepath.Dir(p)), fsx.SyncDir(l.dir))
 }
 
 // Load implements KeySource. A key file readable by anyone but its owner is
