@@ -134,6 +134,9 @@ func (r *Registry) Tick(now time.Time) time.Time {
 		r.mu.Lock()
 		s := *r.schedule(scope)
 		r.mu.Unlock()
+		if s.RekeyTime.After(now) && !s.Rotation.IsNever() {
+			s = r.reanchor(scope, now)
+		}
 		if s.Due(now) {
 			r.lg.Info("scheduled rekey due", zap.String(logs.Scope, scope), zap.Time("due", s.Next()))
 			r.startScheduled(scope)
@@ -146,6 +149,24 @@ func (r *Registry) Tick(now time.Time) time.Time {
 		}
 	}
 	return next
+}
+
+// reanchor restarts scope's rotation clock at now: the clock has gone back
+// past the last rekey, and counting from a time still to come would put
+// the next rekey off by however far it went back. Re-anchored, the next
+// rekey is at most one rotation period later than it would have been.
+func (r *Registry) reanchor(scope string, now time.Time) rekey.ScopeSchedule {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.schedule(scope)
+	r.lg.Warn("clock is before the last rekey time; rotation counts from now",
+		zap.String(logs.Scope, scope), zap.Time("last", s.RekeyTime), zap.Time("now", now))
+	s.RekeyTime = now
+	if err := r.saveSchedulesLocked(); err != nil {
+		// Kept in memory: a restart reads the old time and re-anchors again.
+		r.lg.Error("save schedule", zap.Error(err))
+	}
+	return *s
 }
 
 // startScheduled starts every idle domain of scope and counts the busy ones

@@ -165,8 +165,9 @@ func TestSchedule_MissedWhileDownRunsOnce(t *testing.T) {
 	}
 }
 
-// TestSchedule_ClockJumps: a clock that jumps back fires nothing, one that
-// jumps forward fires one rekey per domain, however often it ticks.
+// TestSchedule_ClockJumps: a clock that jumps back fires nothing then and
+// delays the next rekey by no more than one rotation; one that jumps
+// forward fires one rekey per domain, however often it ticks.
 func TestSchedule_ClockJumps(t *testing.T) {
 	e := newEnv(t)
 	r := e.open()
@@ -216,6 +217,21 @@ func TestSchedule_ClockJumps(t *testing.T) {
 	if got := counts(); !reflect.DeepEqual(got, want) {
 		t.Errorf("completed events %v after a backward jump, want no more", got)
 	}
+	// Nor is the next one skipped: it comes one rotation after the jump,
+	// not ten years and a week later.
+	e.clock.Advance(oneWeek.After(e.clock.Now()).Sub(e.clock.Now()))
+	r.Tick(e.clock.Now())
+	waitActive(t, r, allDomains()...)
+	for _, scope := range domains.Scopes {
+		waitSchedule(t, r, scope)
+	}
+	for d := range want {
+		want[d] = 2
+	}
+	if got := counts(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("completed events %v a rotation after a backward jump, want one more per domain", got)
+	}
+	done = e.clock.Now()
 
 	// Forward ten years: one more rekey per domain.
 	e.clock.Set(done.AddDate(10, 0, 0))
@@ -233,7 +249,7 @@ func TestSchedule_ClockJumps(t *testing.T) {
 	}
 	waitActive(t, r, allDomains()...)
 	for d := range want {
-		want[d] = 2
+		want[d] = 3
 	}
 	if got := counts(); !reflect.DeepEqual(got, want) {
 		t.Errorf("completed events %v after a forward jump, want exactly one more per domain", got)

@@ -239,10 +239,15 @@ func (e *Engine) Resume() bool {
 }
 
 // RetryIfDue resumes a pending rekey whose retry time has come, or that was
-// interrupted (not failed).
+// interrupted (not failed). A retry time further away than one retry
+// interval means the clock went back since the failure; the retry is due
+// then rather than after the jump, so a clock set back by a day does not
+// hold a failed rekey for a day.
 func (e *Engine) RetryIfDue(now time.Time) bool {
 	e.mu.Lock()
-	due := e.state.Phase != PhaseNone && !e.running && (e.state.Error == "" || !now.Before(e.state.NextRetry))
+	wait := e.state.NextRetry.Sub(now)
+	due := e.state.Phase != PhaseNone && !e.running &&
+		(e.state.Error == "" || wait <= 0 || wait > e.cfg.RetryInterval)
 	e.mu.Unlock()
 	return due && e.Resume()
 }

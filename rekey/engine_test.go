@@ -305,6 +305,47 @@ func TestEngine_MetadataWriteFailure(t *testing.T) {
 	e.checkOneKey()
 }
 
+// TestEngine_RetryAfterClockJumpsBack: a failed rekey is retried one retry
+// interval after the failure by the clock as it reads then, however far
+// the clock went back meanwhile; a clock that did not move keeps the
+// interval.
+func TestEngine_RetryAfterClockJumpsBack(t *testing.T) {
+	e := openEnv(t, t.TempDir(), envOpts{batch: 8})
+	want := e.fill(20)
+	e.trace = func(step string) {
+		if step == "phase:REWRAP" {
+			e.store.set(func(f *faultyStore) { f.metaErr = errors.New("disk full") })
+		}
+	}
+	if err := e.eng.Start(provider.LocationLocal); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.wait(); err == nil {
+		t.Fatal("rekey did not fail")
+	}
+	e.trace = nil
+	e.store.set(func(f *faultyStore) { f.metaErr = nil })
+	failed := e.clock.Now()
+	for _, back := range []time.Duration{0, time.Minute, 14 * time.Minute} {
+		if e.eng.RetryIfDue(failed.Add(back)) {
+			t.Fatalf("retried %v after the failure, before the 15m interval", back)
+		}
+	}
+	// The clock is set back a day: the retry comes now, not in a day.
+	if !e.eng.RetryIfDue(failed.Add(-24 * time.Hour)) {
+		t.Fatal("retry held back by a clock set back a day")
+	}
+	if err := e.wait(); err != nil {
+		t.Fatal(err)
+	}
+	e.checkAll(want)
+	e.checkOneKey()
+	// Nothing pending: no further retry, whatever the clock says.
+	if e.eng.RetryIfDue(failed.Add(-48 * time.Hour)) {
+		t.Fatal("a completed rekey was run again")
+	}
+}
+
 func contains(s []string, x string) bool {
 	for _, v := range s {
 		if v == x {
