@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 VAR     ?= $(CURDIR)/var
 
-.PHONY: all build run test lint cover bench clean
+.PHONY: all build run test test-reliability lint cover bench bench-micro clean
 all: build
 
 build:
@@ -22,6 +22,12 @@ run: build
 test: lint
 	$(GO) test -race -count=1 -timeout 15m ./...
 
+# The full reliability run, tens of minutes: the crash, fault and
+# bad-input suites at full size (>= 200 kill -9), then each fuzz target for
+# FUZZTIME. See RELIABILITY.md.
+test-reliability: lint
+	GO=$(GO) ./scripts/test-reliability.sh
+
 lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './var/*')); \
@@ -31,10 +37,16 @@ cover:
 	$(GO) test -count=1 -coverprofile=coverage.out ./provider/ ./rekey/ ./domains/
 	$(GO) tool cover -func=coverage.out | tail -1
 
-# Benchmarks print figures; they assert nothing about time.
+# Benchmarks print figures; they assert nothing about time. `make bench`
+# measures the rekey through the real daemon against its floors and
+# SQLCipher and writes BENCHMARKS.md (about 15 minutes); bench-micro runs
+# the Go benchmarks of the crypto and the engine.
 bench:
+	$(GO) run ./bench -out BENCHMARKS.md
+
+bench-micro:
 	$(GO) test -run '^$$' -bench . -count 1 ./provider/
 	$(GO) test -run '^$$' -bench . -benchtime 3x -count 1 ./rekey/
 
 clean:
-	rm -rf bin coverage.out
+	rm -rf bin coverage.out reliability.log

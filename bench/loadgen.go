@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/kmd-project/kmd/api"
+)
+
+// loadOptions shape the online load: open-loop, at fixed rates.
+type loadOptions struct {
+	getRate, putRate int // requests per second
+	workers          int // concurrent requests per operation at most
+}
+
+// opResult summarises one operation's requests over a load window.
+type opResult struct {
+	Count      int     `json:"count"`       // requests completed (failed ones included)
+	Failures   int     `json:"failures"`    // errors, wrong status or wrong length
+	P50ms      float64 `json:"p50_ms"`      // latency from the request's scheduled start
+	P99ms      float64 `json:"p99_ms"`      //
+	Maxms      float64 `json:"max_ms"`      //
+	P99SendMs  float64 `json:"p99_send_ms"` // p99 from the moment a worker sent it: without the client's own queueing
+	Seconds    float64 `json:"seconds"`     // the window's length
+	Throughput float64 `json:"throughput"`  // completed requests per second
+	FirstError string  `json:"first_error,omitempty"`
+}
+
+// loadResult is what the loadgen subcommand prints when its stdin closes.
+type loadResult struct {
+	Get opResult `json:"get"`
+	Put opResult `json:"put"`
+}
+
+// runLoadgen is the loadgen subcommand: a separate process that sends
+// entries-API GETs and PUTs over the unix socket at fixed rates, says
+// "ready" once connected, and on EOF of stdin prints its loadResult as
+// JSON. Latency counts from each request's scheduled start, so a stall of
+// kmd shows in every request it delays, not only in those in flight.
+func runLoadgen(args []string) error {
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	sock := fs.String("socket", "", "kmd's unix socket")
+	domain := fs.String("domain", "S3", "domain")
+	n := fs.Int("n", 0, "entries in the domain, named svc/entry-0000000 ... (GETs and PUTs pick among them)")
+	var o loadOptions
+	fs.IntVar(&o.getRate, "get-rate", 1000, "GETs per second")
+	fs.IntVar(&o.putRate, "put-rate", 100, "PUTs per second")
+	fs.IntVar(&o.workers, "workers", 8, "concurrent requests per operation at most")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *sock == "" || *n < 1 || o.workers < 1 {
+		return errors.New("loadgen: -socket and -n >= 1 and -workers >= 1 are required")
+	}
+	c := api.NewClient(*sock)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// One request of each kind before "ready": the connection is up.
+	if v, _, err := c.Get(ctx, *domain, entryName(0)); err != nil || len(v) != valueSize {
+		return fmt.Errorf("loadgen: first GET: %d bytes, %v", len(v), err)
+	}
+	fmt.Println("ready")
+	get := func(rng *rand.Rand) error {
+		v, _, err := c.Get(ctx, *domain, entryName(rng.IntN(*n)))
+		if err == nil && len(v) != valueSize {
+			err = fmt.Errorf("GET answered %d bytes, want %d", len(v), valueSize)
+		}
+		return err
+	}
+	put := func(rng *rand.Rand) error {
+		val := make([]byte, valueSize)
+		for i := range val {
+			val[i] = byte(rng.Uint32())
+		}
+		_, err := c.Put(ctx, *domain, entryName(rng.IntN(*n)), val, api.PutOptions{})
+		return err
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var res loadResult
+	begin := time.Now()
+	wg.Go(func() { res.Get = drive(stop, o.getRate, o.workers, 1, get) })
+	wg.Go(func() { res.Put = drive(stop, o.putRate, o.workers, 2, put) })
+	io.Copy(io.Discard, os.Stdin)
+	close(stop)
+	wg.Wait()
+	secs := time.Since(begin).Seconds()
+	for _, r := range []*opResult{&res.Get, &res.Put} {
+		r.Seconds = secs
+		r.Throughput = float64(r.Count) / secs
+	}
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// drive schedules requests at rate per second until stop closes, runs
+// them on at most workers goroutines and summarises their latencies.
+func drive(stop <-chan struct{}, rate, workers int, seed uint64, do func(*rand.Rand) error) opResult {
+	if rate <= 0 {
+		<-stop
+		return opResult{}
+	}
+	jobs := make(chan time.Time, 1<<20)
+	var (
+		mu   sync.Mutex
+		lats []float64
+		sent []float64
+		res  opResult
+		wg   sync.WaitGroup
+	)
+	for w := range workers {
+		rng := rand.New(rand.NewPCG(seed, uint64(w)))
+		wg.Go(func() {
+			for sched := range jobs {
+				t0 := time.Now()
+				err := do(rng)
+				t1 := time.Now()
+				mu.Lock()
+				lats = append(lats, t1.Sub(sched).Seconds()*1000)
+				sent = append(sent, t1.Sub(t0).Seconds()*1000)
+				if err != nil {
+					res.Failures++
+					if res.FirstError == "" {
+						res.FirstError = err.Error()
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	interval := time.Second / time.Duration(rate)
+	next := time.Now()
+loop:
+	for {
+		select {
+		case <-stop:
+			break loop
+		default:
+		}
+		if d := time.Until(next); d > 0 {
+			select {
+			case <-stop:
+				break loop
+			case <-time.After(d):
+			}
+		}
+		select {
+		case jobs <- next:
+		default:
+			mu.Lock()
+			res.Failures++
+			res.FirstError = "loadgen queue full"
+			mu.Unlock()
+		}
+		next = next.Add(interval)
+	}
+	close(jobs)
+	wg.Wait()
+	res.Count = len(lats)
+	slices.Sort(lats)
+	res.P50ms, res.P99ms = percentile(lats, 50), percentile(lats, 99)
+	slices.Sort(sent)
+	res.P99SendMs = percentile(sent, 99)
+	if len(lats) > 0 {
+		res.Maxms = lats[len(lats)-1]
+	}
+	return res
+}
+
+// percentile of sorted xs, nearest rank.
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	i := int(float64(len(xs))*p/100+0.999999) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
+}
