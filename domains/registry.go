@@ -249,6 +249,15 @@ func (r *Registry) open(ctx context.Context, name string) *Domain {
 			lg.Error("open domain", zap.Error(d.openErr))
 			return d
 		}
+		// A domain's first MK is always made locally, so its key dir
+		// outlives its key files: it tells a domain whose MK moved to a
+		// KMIP server from one never created.
+		if fi, err := os.Stat(filepath.Join(r.cfg.DataDir, "keys", name)); err == nil && fi.IsDir() {
+			d.openErr = fmt.Errorf("domain %s: store %s is missing but the domain exists (its key dir %s is there; its MK may be on a KMIP server); restore the store from backup",
+				name, path, filepath.Join(r.cfg.DataDir, "keys", name))
+			lg.Error("open domain", zap.Error(d.openErr))
+			return d
+		}
 	}
 	st, err := provider.OpenSQLite(path, r.cfg.SQLite)
 	if err != nil {

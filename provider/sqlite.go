@@ -8,9 +8,10 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"syscall"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // SQLiteStore is the embedded Store: one SQLite database file per domain in
@@ -476,4 +477,33 @@ func (s *SQLiteStore) Sync(ctx context.Context) error {
 		return fmt.Errorf("sync: checkpoint: %w", err)
 	}
 	return nil
+}
+
+// SQLite primary result codes (the low byte of an extended code).
+const (
+	sqliteReadOnly = 8
+	sqliteIOErr    = 10
+	sqliteFull     = 13
+)
+
+// StorageFault says in an operator's words whether err, from a store or a
+// key file, is the filesystem refusing a write: full, or read-only or
+// failing. It returns "" for any other error.
+func StorageFault(err error) string {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqliteFull:
+			return "the filesystem of kmd's data dir is full"
+		case sqliteReadOnly, sqliteIOErr:
+			return "kmd cannot write to its data dir: its filesystem is read-only or failing"
+		}
+	}
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return "the filesystem of kmd's data dir is full"
+	case errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EIO):
+		return "kmd cannot write to its data dir: its filesystem is read-only or failing"
+	}
+	return ""
 }

@@ -294,6 +294,9 @@ func (e *Engine) fail(err error) {
 	e.mu.Unlock()
 	now := e.now()
 	st.Error, st.FailedAt, st.NextRetry = err.Error(), now, now.Add(e.cfg.RetryInterval)
+	if fault := provider.StorageFault(err); fault != "" {
+		st.Error += " (" + fault + ")"
+	}
 	if serr := e.save(context.WithoutCancel(e.ctx), st, provider.MetaUpdate{}); serr != nil {
 		// The disk may be full: keep the failure in memory all the same.
 		e.lg.Error("record rekey failure", zap.Error(serr))

@@ -55,6 +55,10 @@ func httpError(err error) (int, string) {
 		return http.StatusPreconditionFailed, api.CodeVersion
 	case errors.Is(err, provider.ErrKeyUnavailable), errors.Is(err, domains.ErrUnavailable):
 		return http.StatusServiceUnavailable, api.CodeUnavailable
+	case provider.StorageFault(err) != "":
+		// The disk is full or read-only: the operator can act on that, so it
+		// is said, not hidden behind "internal error".
+		return http.StatusServiceUnavailable, api.CodeUnavailable
 	}
 	return http.StatusInternalServerError, api.CodeInternal
 }
@@ -65,9 +69,17 @@ func httpError(err error) (int, string) {
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code := httpError(err)
 	msg := err.Error()
+	if fault := provider.StorageFault(err); fault != "" {
+		msg += " (" + fault + ")"
+	}
 	if status == http.StatusInternalServerError {
 		s.lg.Error("request failed", zap.String("method", r.Method), zap.String(logs.Path, r.URL.Path), zap.Error(err))
-		msg = "internal error; see the kmd log"
+		// An entry that does not open under its MK is damage an operator
+		// must find: its error names the domain, entry and key, never a value.
+		var ee *provider.EntryError
+		if !errors.As(err, &ee) {
+			msg = "internal error; see the kmd log"
+		}
 	} else {
 		s.lg.Debug("request refused", zap.String("method", r.Method), zap.String(logs.Path, r.URL.Path), zap.Int("status", status), zap.Error(err))
 	}
