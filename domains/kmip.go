@@ -53,7 +53,20 @@ type KMIPServer struct {
 // KMIPFiles are a new server's PEM files.
 type KMIPFiles struct {
 	CACert, ClientCert, ClientKey []byte
+	// CACertFile, ClientCertFile and ClientKeyFile are where the operator's
+	// copies came from, if known: an error about a file names that one,
+	// not kmd's copy (which is removed when the server is refused).
+	CACertFile, ClientCertFile, ClientKeyFile string
 }
+
+// renamedError is err with another message.
+type renamedError struct {
+	msg string
+	err error
+}
+
+func (e *renamedError) Error() string { return e.msg }
+func (e *renamedError) Unwrap() error { return e.err }
 
 func (r *Registry) kmipDir() string { return filepath.Join(r.cfg.DataDir, "kmip") }
 
@@ -147,6 +160,9 @@ func (r *Registry) AddKMIPServer(ctx context.Context, s KMIPServer, files KMIPFi
 		return kmip.VerifyReport{}, err
 	}
 	dir := filepath.Dir(cfg.CACert)
+	// A refused first server leaves no empty kmip/ behind either.
+	_, statErr := os.Stat(r.kmipDir())
+	freshKMIPDir := errors.Is(statErr, fs.ErrNotExist)
 	if err := fsx.MkdirPrivate(dir); err != nil {
 		return kmip.VerifyReport{}, err
 	}
@@ -154,6 +170,9 @@ func (r *Registry) AddKMIPServer(ctx context.Context, s KMIPServer, files KMIPFi
 	defer func() {
 		if !ok {
 			os.RemoveAll(dir)
+			if freshKMIPDir {
+				os.Remove(r.kmipDir())
+			}
 		}
 	}()
 	for path, data := range map[string][]byte{cfg.CACert: files.CACert, cfg.ClientCert: files.ClientCert, cfg.ClientKey: files.ClientKey} {
@@ -163,7 +182,13 @@ func (r *Registry) AddKMIPServer(ctx context.Context, s KMIPServer, files KMIPFi
 	}
 	src, err := kmip.New(cfg)
 	if err != nil {
-		return kmip.VerifyReport{}, err
+		msg := err.Error()
+		for copied, given := range map[string]string{cfg.CACert: files.CACertFile, cfg.ClientCert: files.ClientCertFile, cfg.ClientKey: files.ClientKeyFile} {
+			if given != "" {
+				msg = strings.ReplaceAll(msg, copied, given)
+			}
+		}
+		return kmip.VerifyReport{}, &renamedError{msg: msg, err: err}
 	}
 	rep, err := src.Verify(ctx)
 	if err == nil && !rep.OK {

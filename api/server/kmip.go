@@ -76,7 +76,8 @@ func (s *Server) createKMIPServer(w http.ResponseWriter, r *http.Request) {
 		srv.ConnectionTimeout = d
 	}
 	_, err := s.reg.AddKMIPServer(r.Context(), srv, domains.KMIPFiles{
-		CACert: []byte(req.CACertPEM), ClientCert: []byte(req.ClientCertPEM), ClientKey: []byte(req.ClientKeyPEM)})
+		CACert: []byte(req.CACertPEM), ClientCert: []byte(req.ClientCertPEM), ClientKey: []byte(req.ClientKeyPEM),
+		CACertFile: req.CACertFile, ClientCertFile: req.ClientCertFile, ClientKeyFile: req.ClientKeyFile})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

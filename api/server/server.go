@@ -203,6 +203,10 @@ func (s *Server) getRekey(w http.ResponseWriter, r *http.Request) {
 // are errors that say what was expected.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool, want string) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return badRequestf(fmt.Sprintf("request body over %d bytes (1 MiB); want %s", maxJSONBody, want))
+	}
 	if err != nil {
 		return badRequestf(fmt.Sprintf("request body: %v", err))
 	}

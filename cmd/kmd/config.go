@@ -49,11 +49,27 @@ func durationSetting(dst func(*config) *time.Duration) func(*config, string) err
 	}
 }
 
+// pathSetting sets a path; one holding a NUL byte can name no file.
+func pathSetting(dst func(*config) *string) func(*config, string) error {
+	return func(c *config, v string) error {
+		if strings.ContainsRune(v, 0) {
+			return fmt.Errorf("invalid path %q: it holds a NUL byte", v)
+		}
+		*dst(c) = v
+		return nil
+	}
+}
+
 var settings = []setting{
 	{"data-dir", "KMD_DATA_DIR", "directory of the stores, keys, state and socket (default /var/lib/kmd)",
-		func(c *config, v string) error { c.DataDir = v; return nil }},
+		func(c *config, v string) error {
+			if v == "" {
+				return errors.New("empty data dir: want a directory such as /var/lib/kmd")
+			}
+			return pathSetting(func(c *config) *string { return &c.DataDir })(c, v)
+		}},
 	{"socket", "KMD_SOCKET", "unix socket of the API (default <data-dir>/kmd.sock)",
-		func(c *config, v string) error { c.Socket = v; return nil }},
+		pathSetting(func(c *config) *string { return &c.Socket })},
 	{"node-id", "KMD_NODE_ID", "this node's id, shown by sed status (default 1)",
 		func(c *config, v string) error {
 			n, err := strconv.Atoi(v)
@@ -66,7 +82,7 @@ var settings = []setting{
 	{"retry-interval", "KMD_RETRY_INTERVAL", "how long after a failed rekey it is retried (default 15m)",
 		durationSetting(func(c *config) *time.Duration { return &c.RetryInterval })},
 	{"log-file", "KMD_LOG_FILE", `log file; "-" for stderr (default /var/log/kmd.log, stderr if it cannot be opened)`,
-		func(c *config, v string) error { c.LogFile = v; return nil }},
+		pathSetting(func(c *config) *string { return &c.LogFile })},
 	{"log-format", "KMD_LOG_FORMAT", "json or console (default json)",
 		func(c *config, v string) error {
 			if v != "json" && v != "console" {
@@ -166,7 +182,25 @@ func (c *config) loadFile(path string) error {
 	var raw map[string]yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&raw); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			// yaml's "unmarshal errors:\n  line 1: cannot unmarshal !!seq
+			// into map[string]yaml.Node" speaks of Go types.
+			msgs := make([]string, len(te.Errors))
+			for i, m := range te.Errors {
+				if line, _, ok := strings.Cut(m, ": cannot unmarshal"); ok {
+					m = line + ": not a mapping of settings; want one key: value per line, e.g. retry_interval: 15m"
+				}
+				msgs[i] = m
+			}
+			return fmt.Errorf("config file %s: %s", path, strings.Join(msgs, "; "))
+		}
 		return fmt.Errorf("config file %s: %v", path, oneLine(err))
+	}
+	// Settings in a second document would be silently ignored.
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: holds more than one YAML document (---); want one mapping of settings", path)
 	}
 	for key, node := range raw {
 		var s *setting
