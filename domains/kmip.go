@@ -426,18 +426,30 @@ func (r *Registry) scopeDomains(scope string, names []string) ([]*Domain, error)
 }
 
 // runQueued starts the rekey that was asked for while domain migrated.
+// It stays queued (on disk too) until it has started, so that a crash or a
+// stop before then does not lose it; queueMu is held across the start, so
+// that the queued rekey's own end never finds itself still queued.
 func (r *Registry) runQueued(domain string) {
 	r.queueMu.Lock()
 	queued := r.queued[domain]
-	delete(r.queued, domain)
 	r.queueMu.Unlock()
 	if !queued {
 		return
 	}
 	d := r.byName[domain]
 	d.engine.Wait() // the migration's run, which called us from its end
+	r.queueMu.Lock()
+	defer r.queueMu.Unlock()
+	if !r.queued[domain] {
+		return
+	}
 	// Tick may have started the scope's pending rekey first: that one counts.
-	if err := d.engine.Start(r.currentLocation(d)); err != nil && !errors.Is(err, rekey.ErrClosed) && !errors.Is(err, rekey.ErrInProgress) {
+	err := d.engine.Start(r.currentLocation(d))
+	switch {
+	case errors.Is(err, rekey.ErrClosed):
+		return // kmd is stopping: the next start runs it
+	case err != nil && !errors.Is(err, rekey.ErrInProgress):
 		r.lg.Error("start queued rekey", zap.String(logs.Domain, domain), zap.Error(err))
 	}
+	r.dequeueLocked(domain)
 }

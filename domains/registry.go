@@ -201,6 +201,9 @@ func open(ctx context.Context, cfg Config, lock *fsx.Lock) (*Registry, error) {
 	if err := r.loadSchedules(); err != nil {
 		return nil, err
 	}
+	if err := r.loadQueued(); err != nil {
+		return nil, err
+	}
 	if err := r.loadKMIPServers(); err != nil {
 		return nil, err
 	}
@@ -209,6 +212,7 @@ func open(ctx context.Context, cfg Config, lock *fsx.Lock) (*Registry, error) {
 		r.byName[name] = d
 		r.order = append(r.order, d)
 	}
+	r.startQueued()
 	for _, d := range r.order {
 		if d.engine != nil && d.openErr == nil {
 			d.engine.Resume()

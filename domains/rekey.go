@@ -55,9 +55,9 @@ func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
 	var started []string
 	for _, d := range ds {
 		if slices.Contains(migrating, d) {
-			r.queueMu.Lock()
-			r.queued[d.Name] = true
-			r.queueMu.Unlock()
+			if err := r.queue(d.Name); err != nil {
+				return started, err
+			}
 			r.lg.Info("rekey queued behind migration", zap.String(logs.Domain, d.Name))
 		} else if err := d.engine.Start(r.currentLocation(d)); err != nil {
 			return started, err
