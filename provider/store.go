@@ -52,14 +52,19 @@ type Store interface {
 	Delete(ctx context.Context, name string, ifVersion int64) error
 	// List returns up to limit names greater than after, sorted bytewise.
 	List(ctx context.Context, after string, limit int) ([]string, error)
-	// Count returns the number of entries.
+	// Count returns the number of entries, cheaply.
 	Count(ctx context.Context) (int64, error)
-	// CountByKey returns the number of entries sealed under keyID.
+	// CountByKey returns the number of entries sealed under keyID by
+	// looking at every entry: the proof VERIFY needs, and slow.
 	CountByKey(ctx context.Context, keyID string) (int64, error)
-	// KeyUsage returns, per MK ID, how many entries are sealed under it.
+	// KeyUsage returns, per MK ID with entries, how many entries are sealed
+	// under it, as kept with every write: exact, and cheap.
 	KeyUsage(ctx context.Context) (map[string]int64, error)
-	// ScanByKey returns up to limit entries sealed under keyID.
-	ScanByKey(ctx context.Context, keyID string, limit int) ([]Entry, error)
+	// ScanByKey examines up to limit entries in the store's own order,
+	// starting after the Ref after (0: from the start), and returns those
+	// sealed under keyID with the Ref to continue after. When next equals
+	// after, every entry has been examined.
+	ScanByKey(ctx context.Context, keyID string, after int64, limit int) (batch []Entry, next int64, err error)
 	// Rewrap writes, in one atomic step, each entry of batch (as returned
 	// by ScanByKey, with KeyID and Sealed replaced) whose row is still at
 	// the scanned version and still sealed under from; other rows are left
