@@ -7,6 +7,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"runtime"
@@ -239,6 +240,26 @@ func (s *SQLiteStore) num(ctx context.Context, id string) (int64, error) {
 	return n, nil
 }
 
+// numIn is num inside tx: an MK first seen here is added by tx, and kept
+// in added until tx commits.
+func (s *SQLiteStore) numIn(ctx context.Context, tx *sql.Tx, id string, added map[string]int64) (int64, error) {
+	s.mu.RLock()
+	n, ok := s.nums[id]
+	s.mu.RUnlock()
+	if ok {
+		return n, nil
+	}
+	if n, ok := added[id]; ok {
+		return n, nil
+	}
+	err := tx.QueryRowContext(ctx, `INSERT INTO mks(id) VALUES (?1) ON CONFLICT(id) DO UPDATE SET id = id RETURNING num`, id).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("key %s: %w", id, err)
+	}
+	added[id] = n
+	return n, nil
+}
+
 // known returns the number of MK id if rows may use it, without adding it.
 func (s *SQLiteStore) known(ctx context.Context, id string) (int64, bool, error) {
 	s.mu.RLock()
@@ -334,7 +355,7 @@ func (s *SQLiteStore) Put(ctx context.Context, e Entry, c Cond) (int64, error) {
 	}
 	defer tx.Rollback()
 	w := counted{}
-	v, err := s.put(ctx, tx, w, e.Name, mk, e.Sealed, unixNano(e.Updated), c)
+	v, err := s.put(ctx, tx, w, e.Name, mk, e.Sealed, unixNano(e.Updated), c, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -365,7 +386,9 @@ func (w counted) apply(ctx context.Context, tx *sql.Tx) error {
 
 // put writes one entry in tx and counts it in w. A new entry takes one
 // statement; replacing one reads its row first, for its MK and version.
-func (s *SQLiteStore) put(ctx context.Context, tx *sql.Tx, w counted, name string, mk int64, ct []byte, now int64, c Cond) (int64, error) {
+// If seen is set, replacing a row for which it reports true is a
+// *DuplicateError.
+func (s *SQLiteStore) put(ctx context.Context, tx *sql.Tx, w counted, name string, mk int64, ct []byte, now int64, c Cond, seen func(id int64) bool) (int64, error) {
 	if c.IfVersion == 0 {
 		res, err := tx.StmtContext(ctx, s.insStmt).ExecContext(ctx, name, mk, ct, now)
 		if err != nil {
@@ -388,6 +411,8 @@ func (s *SQLiteStore) put(ctx context.Context, tx *sql.Tx, w counted, name strin
 		return 0, fmt.Errorf("put %q: %w", name, err)
 	case c.IfVersion > 0 && v != c.IfVersion:
 		return 0, ErrVersionMismatch
+	case seen != nil && seen(id):
+		return 0, &DuplicateError{Name: name}
 	}
 	if _, err := tx.StmtContext(ctx, s.updStmt).ExecContext(ctx, id, mk, ct, v+1, now); err != nil {
 		return 0, fmt.Errorf("put %q: %w", name, err)
@@ -397,34 +422,68 @@ func (s *SQLiteStore) put(ctx context.Context, tx *sql.Tx, w counted, name strin
 	return v + 1, nil
 }
 
-// PutAll implements Store.
-func (s *SQLiteStore) PutAll(ctx context.Context, es []Entry) error {
-	mks := make([]int64, len(es))
-	for i, e := range es {
-		n, err := s.num(ctx, e.KeyID)
-		if err != nil {
-			return fmt.Errorf("put all: %w", err)
-		}
-		mks[i] = n
-	}
+// Import implements Store. Rows this import created have ids above the
+// largest ever given out before it began; the rows it replaced are marked
+// in a bitmap of ids (ids are dense: some 128 KiB per million rows). Either
+// tells a name it repeats.
+func (s *SQLiteStore) Import(ctx context.Context, next func() (Entry, error)) (int, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("put all: %w", err)
+		return 0, fmt.Errorf("import: %w", err)
 	}
 	defer tx.Rollback()
+	var before int64
+	if err := tx.QueryRowContext(ctx, `SELECT max(
+		coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'entries'), 0),
+		coalesce((SELECT max(id) FROM entries), 0))`).Scan(&before); err != nil {
+		return 0, fmt.Errorf("import: %w", err)
+	}
+	var replaced []uint64
+	seen := func(id int64) bool {
+		if id > before {
+			return true
+		}
+		i, bit := id/64, uint64(1)<<(id%64)
+		if i >= int64(len(replaced)) {
+			replaced = append(replaced, make([]uint64, i+1-int64(len(replaced)))...)
+		}
+		dup := replaced[i]&bit != 0
+		replaced[i] |= bit
+		return dup
+	}
 	w := counted{}
-	for i, e := range es {
-		if _, err := s.put(ctx, tx, w, e.Name, mks[i], e.Sealed, unixNano(e.Updated), Cond{}); err != nil {
-			return fmt.Errorf("put all: %w", err)
+	added := map[string]int64{} // MK numbers this transaction adds
+	n := 0
+	for ; ; n++ {
+		e, err := next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+		mk, err := s.numIn(ctx, tx, e.KeyID, added)
+		if err != nil {
+			return 0, fmt.Errorf("import: %w", err)
+		}
+		if _, err := s.put(ctx, tx, w, e.Name, mk, e.Sealed, unixNano(e.Updated), Cond{}, seen); err != nil {
+			var dup *DuplicateError
+			if errors.As(err, &dup) {
+				dup.Index = n
+			}
+			return 0, err
 		}
 	}
 	if err := w.apply(ctx, tx); err != nil {
-		return fmt.Errorf("put all: %w", err)
+		return 0, fmt.Errorf("import: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("put all: %w", err)
+		return 0, fmt.Errorf("import: %w", err)
 	}
-	return nil
+	for id, num := range added {
+		s.remember(id, num)
+	}
+	return n, nil
 }
 
 // Delete implements Store.

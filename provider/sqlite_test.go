@@ -520,25 +520,28 @@ func TestSQLite_RewrapSkipsRowReplacedAfterScan(t *testing.T) {
 	}
 }
 
-func TestSQLite_PutAll(t *testing.T) {
+func TestSQLite_Import(t *testing.T) {
 	t.Run("writes all", func(t *testing.T) {
 		s := openStore(t)
 		put(t, s, "a", "A", "old")
-		err := s.PutAll(t.Context(), []provider.Entry{
+		n, err := s.Import(t.Context(), provider.Each([]provider.Entry{
 			{Name: "a", KeyID: "B", Sealed: []byte("new-a")},
 			{Name: "b", KeyID: "B", Sealed: []byte("new-b")},
 			{Name: "c", KeyID: "B", Sealed: []byte("new-c")},
-		})
-		if err != nil {
-			t.Fatal(err)
+		}))
+		if err != nil || n != 3 {
+			t.Fatalf("Import = %d, %v; want 3", n, err)
 		}
 		for name, v := range map[string]int64{"a": 2, "b": 1, "c": 1} {
 			if e := get(t, s, name); e.Version != v || e.KeyID != "B" || string(e.Sealed) != "new-"+name {
 				t.Errorf("%s after PutAll: %+v", name, e)
 			}
 		}
-		if err := s.PutAll(t.Context(), nil); err != nil {
-			t.Errorf("PutAll of nothing: %v", err)
+		if n, err := s.Import(t.Context(), provider.Each[provider.Entry](nil)); err != nil || n != 0 {
+			t.Errorf("Import of nothing = %d, %v", n, err)
+		}
+		if u, _ := s.KeyUsage(t.Context()); !maps.Equal(u, map[string]int64{"B": 3}) {
+			t.Errorf("KeyUsage after the import = %v, want B: 3", u)
 		}
 	})
 	t.Run("NOT NULL refuses a nil ciphertext", func(t *testing.T) {
@@ -559,6 +562,18 @@ func TestSQLite_PutAll(t *testing.T) {
 			{Name: "bad", KeyID: "B", Sealed: nil},
 			{Name: "y", KeyID: "B", Sealed: []byte("y")},
 		}},
+		{"a name twice", func(c context.Context) context.Context { return c }, []provider.Entry{
+			{Name: "x", KeyID: "B", Sealed: []byte("x")},
+			{Name: "keep", KeyID: "B", Sealed: []byte("replaced")},
+			{Name: "y", KeyID: "B", Sealed: []byte("y")},
+			{Name: "x", KeyID: "B", Sealed: []byte("x again")},
+		}},
+		{"a name that was there twice", func(c context.Context) context.Context { return c }, []provider.Entry{
+			{Name: "x", KeyID: "B", Sealed: []byte("x")},
+			{Name: "keep", KeyID: "B", Sealed: []byte("replaced")},
+			{Name: "y", KeyID: "B", Sealed: []byte("y")},
+			{Name: "keep", KeyID: "B", Sealed: []byte("replaced again")},
+		}},
 		{"a canceled context", func(c context.Context) context.Context {
 			c, cancel := context.WithCancel(c)
 			cancel()
@@ -573,21 +588,27 @@ func TestSQLite_PutAll(t *testing.T) {
 			s := openStore(t)
 			put(t, s, "keep", "A", "kept")
 			before := get(t, s, "keep")
-			err := s.PutAll(f.ctx(t.Context()), f.es)
+			_, err := s.Import(f.ctx(t.Context()), provider.Each(f.es))
 			if err == nil {
-				t.Fatal("PutAll succeeded")
+				t.Fatal("Import succeeded")
 			}
-			if len(f.es) > 2 && !strings.Contains(err.Error(), `"bad"`) {
-				t.Errorf("PutAll error %q does not name the entry that failed", err)
+			var dup *provider.DuplicateError
+			switch {
+			case strings.Contains(f.desc, "twice"):
+				if name := f.es[3].Name; !errors.As(err, &dup) || dup.Name != name || dup.Index != 3 {
+					t.Errorf("Import of a name twice: %v (%+v), want a DuplicateError for %s at 3", err, dup, name)
+				}
+			case len(f.es) > 2 && !strings.Contains(err.Error(), `"bad"`):
+				t.Errorf("Import error %q does not name the entry that failed", err)
 			}
 			for _, name := range []string{"x", "y", "bad"} {
 				wantAbsent(t, s, name)
 			}
 			if after := get(t, s, "keep"); !sameEntry(after, before) {
-				t.Errorf("a failed PutAll changed an existing entry: %+v", after)
+				t.Errorf("a failed Import changed an existing entry: %+v", after)
 			}
 			if n, _ := s.Count(t.Context()); n != 1 {
-				t.Errorf("Count after a failed PutAll = %d, want 1", n)
+				t.Errorf("Count after a failed Import = %d, want 1", n)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"io"
 	"time"
 )
 
@@ -44,9 +45,11 @@ type Store interface {
 	// ErrVersionMismatch (IfVersion, including when the entry is absent).
 	// It returns only once the write is durable.
 	Put(ctx context.Context, e Entry, c Cond) (int64, error)
-	// PutAll creates or replaces every entry in one atomic step: all of
-	// them are written, or none.
-	PutAll(ctx context.Context, es []Entry) error
+	// Import creates or replaces every entry next yields until it returns
+	// io.EOF, in one atomic step: all of them are written, or none (an
+	// error from next fails the import). A name yielded twice fails it with
+	// a *DuplicateError. It returns how many entries it wrote.
+	Import(ctx context.Context, next func() (Entry, error)) (int, error)
 	// Delete removes name, if at ifVersion when ifVersion > 0. It fails
 	// with ErrNotFound or ErrVersionMismatch.
 	Delete(ctx context.Context, name string, ifVersion int64) error
@@ -82,4 +85,17 @@ type Store interface {
 	Sync(ctx context.Context) error
 	// Close releases the store.
 	Close() error
+}
+
+// Each yields the elements of xs, then io.EOF: an import of a slice.
+func Each[T any](xs []T) func() (T, error) {
+	i := 0
+	return func() (T, error) {
+		if i == len(xs) {
+			var zero T
+			return zero, io.EOF
+		}
+		i++
+		return xs[i-1], nil
+	}
 }
