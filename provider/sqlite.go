@@ -649,14 +649,14 @@ func (s *SQLiteStore) Rewrap(ctx context.Context, from string, batch []Entry) (n
 		return 0, fmt.Errorf("rewrap: %w", err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384`); err != nil {
 		return 0, fmt.Errorf("rewrap: %w", err)
 	}
 	defer func() {
 		// Restore FULL for service writes on this, the only writer
 		// connection; if that fails, discard the connection rather than
 		// let service writes skip their fsync.
-		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); rerr != nil {
+		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000`); rerr != nil {
 			conn.Raw(func(any) error { return driver.ErrBadConn })
 			if err == nil {
 				err = fmt.Errorf("rewrap: %w", rerr)
