@@ -116,18 +116,18 @@ func aesFloor(n int) (time.Duration, error) {
 	return took, nil
 }
 
-// sqliteSchema is provider/sqlite.go's entries table, index and state table.
+// sqliteSchema is provider/sqlite.go's entries table (schema 2: the MK by
+// number, no index on it) and state table.
 const sqliteSchema = `
 CREATE TABLE IF NOT EXISTS entries (
 	id      INTEGER PRIMARY KEY AUTOINCREMENT,
 	name    TEXT    NOT NULL UNIQUE,
-	mk      TEXT    NOT NULL,
+	mk      INTEGER NOT NULL,
 	version INTEGER NOT NULL,
 	ct      BLOB    NOT NULL,
 	created INTEGER NOT NULL,
 	updated INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS entries_mk ON entries(mk);
 CREATE TABLE IF NOT EXISTS state (
 	name  TEXT PRIMARY KEY,
 	value BLOB NOT NULL
@@ -135,26 +135,26 @@ CREATE TABLE IF NOT EXISTS state (
 `
 
 // sqliteDSN is provider/sqlite.go's writer connection: WAL,
-// synchronous FULL (Rewrap lowers it to NORMAL for its batches), a 32 MiB
+// synchronous FULL (Rewrap lowers it to NORMAL for its batches), an 8 MiB
 // page cache, immediate transactions.
 func sqliteDSN(path string) string {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
-	q.Add("_pragma", fmt.Sprintf("cache_size(-%d)", 32<<10))
+	q.Add("_pragma", fmt.Sprintf("cache_size(-%d)", 8<<10))
 	q.Add("_pragma", "foreign_keys(0)")
 	q.Set("_txlock", "immediate")
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
 
-// sqliteDB is a store-shaped database holding n rows under mk "A", each
+// sqliteDB is a store-shaped database holding n rows under mk 1, each
 // with a 285-byte ct (a sealed 256-byte value), on the writer settings.
 type sqliteDB struct {
 	dir string
 	db  *sql.DB
 	n   int
-	mk  string // the key every row is under now
+	mk  int64 // the key every row is under now
 }
 
 func newSQLiteDB(n int) (*sqliteDB, error) {
@@ -168,7 +168,7 @@ func newSQLiteDB(n int) (*sqliteDB, error) {
 		return nil, err
 	}
 	db.SetMaxOpenConns(1)
-	s := &sqliteDB{dir: dir, db: db, n: n, mk: "A"}
+	s := &sqliteDB{dir: dir, db: db, n: n, mk: 1}
 	if err := s.load(); err != nil {
 		s.close()
 		return nil, err
@@ -213,20 +213,16 @@ func (s *sqliteDB) load() error {
 	return err
 }
 
-// rewrite is one run of the SQLite floor: every row moves from the
-// current mk to a new one with a new 285-byte ct, in batches of the
-// engine's size, each batch read by mk (as ScanByKey) and written back in
-// one transaction at synchronous=NORMAL (as Rewrap). perRow false: one
-// UPDATE statement per batch (UPDATE ... FROM a VALUES list); true: one
-// UPDATE per row, as Rewrap does, in the batch's transaction. It ends with
-// a FULL-synchronous commit, as the engine's VERIFY does.
+// rewrite is one run of the SQLite floor: every row rewritten in place,
+// with a new mk and a new 285-byte ct, by id, in batches of the engine's
+// size, each in one transaction at synchronous=NORMAL, without reading
+// anything. perRow false: one UPDATE statement per batch (UPDATE ... FROM
+// a VALUES list); true: one UPDATE per row in the batch's transaction. It
+// ends with a FULL-synchronous commit, as the engine's VERIFY does.
 func (s *sqliteDB) rewrite(perRow bool) (time.Duration, error) {
 	ctx := context.Background()
 	batchSize := rekey.DefaultBatchSize
-	to := "B"
-	if s.mk == "B" {
-		to = "A"
-	}
+	to := 3 - s.mk            // 1 <-> 2
 	cts := make([][]byte, 64) // new ciphertexts: content does not matter to SQLite
 	for i := range cts {
 		cts[i] = make([]byte, valueSize+sealOverhead)
@@ -260,30 +256,11 @@ func (s *sqliteDB) rewrite(perRow bool) (time.Duration, error) {
 		return 0, err
 	}
 	done := 0
-	for {
-		rows, err := conn.QueryContext(ctx, `SELECT id, name, version, ct FROM entries WHERE mk = ? LIMIT ?`, s.mk, batchSize)
-		if err != nil {
-			return 0, err
-		}
+	// The rows were loaded in order, so their ids are 1..n.
+	for lo := int64(1); lo <= int64(s.n); lo += int64(batchSize) {
 		var ids []int64
-		for rows.Next() {
-			var (
-				id, version int64
-				name        string
-				ct          []byte
-			)
-			if err := rows.Scan(&id, &name, &version, &ct); err != nil {
-				rows.Close()
-				return 0, err
-			}
+		for id := lo; id < lo+int64(batchSize) && id <= int64(s.n); id++ {
 			ids = append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return 0, err
-		}
-		if len(ids) == 0 {
-			break
 		}
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {

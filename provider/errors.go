@@ -44,3 +44,14 @@ func (e *EntryError) Error() string {
 }
 
 func (e *EntryError) Unwrap() error { return e.Err }
+
+// DuplicateError: an import named the same entry twice. Index is the
+// second one's position in the import, from 0.
+type DuplicateError struct {
+	Name  string
+	Index int
+}
+
+func (e *DuplicateError) Error() string {
+	return fmt.Sprintf("name %q appears twice in the import", e.Name)
+}

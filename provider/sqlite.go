@@ -1,13 +1,17 @@
 package provider
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
+	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
@@ -23,26 +27,42 @@ type SQLiteStore struct {
 	w    *sql.DB // exactly one connection: every write
 	r    *sql.DB // read-only pool
 
-	putStmt, getStmt *sql.Stmt
+	getStmt                   *sql.Stmt // readers
+	insStmt, rowStmt, updStmt *sql.Stmt // the writer
+
+	// Rows name their MK by a small number (the mks table); the mapping
+	// never changes once made, so it is cached both ways.
+	mu   sync.RWMutex
+	nums map[string]int64
+	ids  map[int64]string
 }
 
 var _ Store = (*SQLiteStore)(nil)
 
-const schemaVersion = 1
+const schemaVersion = 2
 
+// Schema 2. An entry names its MK by number (mks.num), and mks keeps, in
+// the same transactions as the rows, how many entries each MK seals: the
+// status, the progress and DESTROY's last check read that count, so there
+// is no index on entries.mk for every rewrapped row to update. VERIFY's
+// proof, CountByKey, reads the rows themselves.
 const schema = `
 CREATE TABLE IF NOT EXISTS entries (
 	-- AUTOINCREMENT: an id is never reused, so (id, version) names one
 	-- incarnation of a row even if its entry is deleted and created again.
 	id      INTEGER PRIMARY KEY AUTOINCREMENT,
 	name    TEXT    NOT NULL UNIQUE,
-	mk      TEXT    NOT NULL,
+	mk      INTEGER NOT NULL,
 	version INTEGER NOT NULL,
 	ct      BLOB    NOT NULL,
 	created INTEGER NOT NULL,
 	updated INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS entries_mk ON entries(mk);
+CREATE TABLE IF NOT EXISTS mks (
+	num     INTEGER PRIMARY KEY,
+	id      TEXT    NOT NULL UNIQUE,
+	entries INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS keys (
 	id          TEXT PRIMARY KEY,
 	domain      TEXT NOT NULL,
@@ -58,10 +78,38 @@ CREATE TABLE IF NOT EXISTS state (
 );
 `
 
+// migrateV1 turns a schema-1 store (entries.mk the MK's ID, indexed) into
+// schema 2, in the caller's transaction.
+const migrateV1 = `
+CREATE TABLE mks (
+	num     INTEGER PRIMARY KEY,
+	id      TEXT    NOT NULL UNIQUE,
+	entries INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO mks(id, entries) SELECT mk, count(*) FROM entries GROUP BY mk ORDER BY min(id);
+CREATE TABLE entries2 (
+	id      INTEGER PRIMARY KEY AUTOINCREMENT,
+	name    TEXT    NOT NULL UNIQUE,
+	mk      INTEGER NOT NULL,
+	version INTEGER NOT NULL,
+	ct      BLOB    NOT NULL,
+	created INTEGER NOT NULL,
+	updated INTEGER NOT NULL
+);
+INSERT INTO entries2(id, name, mk, version, ct, created, updated)
+	SELECT e.id, e.name, m.num, e.version, e.ct, e.created, e.updated FROM entries e JOIN mks m ON m.id = e.mk ORDER BY e.id;
+DELETE FROM sqlite_sequence WHERE name = 'entries2';
+INSERT INTO sqlite_sequence(name, seq) SELECT 'entries2', seq FROM sqlite_sequence WHERE name = 'entries';
+DROP TABLE entries;
+ALTER TABLE entries2 RENAME TO entries;
+`
+
 // SQLiteOptions tunes the store. Zero values take the defaults.
 type SQLiteOptions struct {
-	// CacheKiB is the page cache of the writer connection (default 32 MiB)
-	// and of each reader (a quarter of it).
+	// CacheKiB is the page cache of the writer connection (default 8 MiB)
+	// and of each reader (a quarter of it, at least 2 MiB). The rekey reads
+	// and writes in row order, so a small cache serves it; the kernel's
+	// page cache serves the rest without counting in kmd's memory.
 	CacheKiB int
 	// Readers is the size of the read pool (default 4).
 	Readers int
@@ -85,7 +133,7 @@ func dsn(path string, cacheKiB int, readOnly bool) string {
 // OpenSQLite opens (creating if needed) the store at path, mode 0600.
 func OpenSQLite(path string, o SQLiteOptions) (*SQLiteStore, error) {
 	if o.CacheKiB <= 0 {
-		o.CacheKiB = 32 << 10
+		o.CacheKiB = 8 << 10
 	}
 	if o.Readers <= 0 {
 		o.Readers = 4
@@ -107,7 +155,7 @@ func OpenSQLite(path string, o SQLiteOptions) (*SQLiteStore, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	s := &SQLiteStore{path: path, w: w}
+	s := &SQLiteStore{path: path, w: w, nums: map[string]int64{}, ids: map[int64]string{}}
 	if err := s.migrate(); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -120,15 +168,20 @@ func OpenSQLite(path string, o SQLiteOptions) (*SQLiteStore, error) {
 	r.SetMaxOpenConns(o.Readers)
 	r.SetMaxIdleConns(o.Readers)
 	s.r = r
-	if s.getStmt, err = r.Prepare(`SELECT mk, version, ct, created, updated, id FROM entries WHERE name = ?`); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
-	}
-	if s.putStmt, err = w.Prepare(`INSERT INTO entries(name, mk, version, ct, created, updated) VALUES (?1, ?2, 1, ?3, ?4, ?4)
-		ON CONFLICT(name) DO UPDATE SET mk = excluded.mk, ct = excluded.ct, version = version + 1, updated = excluded.updated
-		RETURNING version`); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+	for _, p := range []struct {
+		db  *sql.DB
+		st  **sql.Stmt
+		sql string
+	}{
+		{r, &s.getStmt, `SELECT mk, version, ct, created, updated, id FROM entries WHERE name = ?`},
+		{w, &s.insStmt, `INSERT INTO entries(name, mk, version, ct, created, updated) VALUES (?1, ?2, 1, ?3, ?4, ?4) ON CONFLICT(name) DO NOTHING`},
+		{w, &s.rowStmt, `SELECT id, mk, version FROM entries WHERE name = ?`},
+		{w, &s.updStmt, `UPDATE entries SET mk = ?2, ct = ?3, version = ?4, updated = ?5 WHERE id = ?1`},
+	} {
+		if *p.st, err = p.db.Prepare(p.sql); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
 	}
 	return s, nil
 }
@@ -148,11 +201,104 @@ func (s *SQLiteStore) migrate() error {
 	if mode != "wal" {
 		return fmt.Errorf("journal mode is %q, want wal", mode)
 	}
-	if _, err := s.w.Exec(schema); err != nil {
+	tx, err := s.w.Begin()
+	if err != nil {
 		return err
 	}
-	_, err := s.w.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion))
-	return err
+	defer tx.Rollback()
+	var tables int
+	if err := tx.QueryRow(`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'entries'`).Scan(&tables); err != nil {
+		return err
+	}
+	if v == 1 && tables == 1 {
+		if _, err := tx.Exec(migrateV1); err != nil {
+			return fmt.Errorf("migrate schema 1 to 2: %w", err)
+		}
+	}
+	if _, err := tx.Exec(schema); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// num returns the number rows use for MK id, adding it to mks (committed
+// on its own) the first time. Call it outside any transaction.
+func (s *SQLiteStore) num(ctx context.Context, id string) (int64, error) {
+	s.mu.RLock()
+	n, ok := s.nums[id]
+	s.mu.RUnlock()
+	if ok {
+		return n, nil
+	}
+	err := s.w.QueryRowContext(ctx, `INSERT INTO mks(id) VALUES (?1) ON CONFLICT(id) DO UPDATE SET id = id RETURNING num`, id).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("key %s: %w", id, err)
+	}
+	s.remember(id, n)
+	return n, nil
+}
+
+// numIn is num inside tx: an MK first seen here is added by tx, and kept
+// in added until tx commits.
+func (s *SQLiteStore) numIn(ctx context.Context, tx *sql.Tx, id string, added map[string]int64) (int64, error) {
+	s.mu.RLock()
+	n, ok := s.nums[id]
+	s.mu.RUnlock()
+	if ok {
+		return n, nil
+	}
+	if n, ok := added[id]; ok {
+		return n, nil
+	}
+	err := tx.QueryRowContext(ctx, `INSERT INTO mks(id) VALUES (?1) ON CONFLICT(id) DO UPDATE SET id = id RETURNING num`, id).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("key %s: %w", id, err)
+	}
+	added[id] = n
+	return n, nil
+}
+
+// known returns the number of MK id if rows may use it, without adding it.
+func (s *SQLiteStore) known(ctx context.Context, id string) (int64, bool, error) {
+	s.mu.RLock()
+	n, ok := s.nums[id]
+	s.mu.RUnlock()
+	if ok {
+		return n, true, nil
+	}
+	err := s.r.QueryRowContext(ctx, `SELECT num FROM mks WHERE id = ?`, id).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("key %s: %w", id, err)
+	}
+	s.remember(id, n)
+	return n, true, nil
+}
+
+// id returns the MK ID of number n.
+func (s *SQLiteStore) id(ctx context.Context, n int64) (string, error) {
+	s.mu.RLock()
+	id, ok := s.ids[n]
+	s.mu.RUnlock()
+	if ok {
+		return id, nil
+	}
+	if err := s.r.QueryRowContext(ctx, `SELECT id FROM mks WHERE num = ?`, n).Scan(&id); err != nil {
+		return "", fmt.Errorf("key number %d: %w", n, err)
+	}
+	s.remember(id, n)
+	return id, nil
+}
+
+func (s *SQLiteStore) remember(id string, n int64) {
+	s.mu.Lock()
+	s.nums[id], s.ids[n] = n, id
+	s.mu.Unlock()
 }
 
 // Path returns the database file's path.
@@ -161,7 +307,7 @@ func (s *SQLiteStore) Path() string { return s.path }
 // Close implements Store.
 func (s *SQLiteStore) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.getStmt, s.putStmt} {
+	for _, st := range []*sql.Stmt{s.getStmt, s.insStmt, s.rowStmt, s.updStmt} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -183,12 +329,15 @@ func unixNano(t time.Time) int64 {
 // Get implements Store.
 func (s *SQLiteStore) Get(ctx context.Context, name string) (Entry, error) {
 	e := Entry{Name: name}
-	var created, updated int64
-	err := s.getStmt.QueryRowContext(ctx, name).Scan(&e.KeyID, &e.Version, &e.Sealed, &created, &updated, &e.Ref)
+	var created, updated, mk int64
+	err := s.getStmt.QueryRowContext(ctx, name).Scan(&mk, &e.Version, &e.Sealed, &created, &updated, &e.Ref)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Entry{}, ErrNotFound
 	}
 	if err != nil {
+		return Entry{}, fmt.Errorf("get %q: %w", name, err)
+	}
+	if e.KeyID, err = s.id(ctx, mk); err != nil {
 		return Entry{}, fmt.Errorf("get %q: %w", name, err)
 	}
 	e.Created, e.Updated = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
@@ -197,76 +346,179 @@ func (s *SQLiteStore) Get(ctx context.Context, name string) (Entry, error) {
 
 // Put implements Store.
 func (s *SQLiteStore) Put(ctx context.Context, e Entry, c Cond) (int64, error) {
-	now := unixNano(e.Updated)
-	var (
-		v   int64
-		err error
-	)
-	switch {
-	case c.CreateOnly:
-		err = s.w.QueryRowContext(ctx, `INSERT INTO entries(name, mk, version, ct, created, updated) VALUES (?1, ?2, 1, ?3, ?4, ?4)
-			ON CONFLICT(name) DO NOTHING RETURNING version`, e.Name, e.KeyID, e.Sealed, now).Scan(&v)
-		if errors.Is(err, sql.ErrNoRows) {
-			return 0, ErrExists
-		}
-	case c.IfVersion > 0:
-		err = s.w.QueryRowContext(ctx, `UPDATE entries SET mk = ?2, ct = ?3, version = version + 1, updated = ?4
-			WHERE name = ?1 AND version = ?5 RETURNING version`, e.Name, e.KeyID, e.Sealed, now, c.IfVersion).Scan(&v)
-		if errors.Is(err, sql.ErrNoRows) {
-			return 0, ErrVersionMismatch
-		}
-	default:
-		err = s.putStmt.QueryRowContext(ctx, e.Name, e.KeyID, e.Sealed, now).Scan(&v)
-	}
+	mk, err := s.num(ctx, e.KeyID)
 	if err != nil {
+		return 0, fmt.Errorf("put %q: %w", e.Name, err)
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("put %q: %w", e.Name, err)
+	}
+	defer tx.Rollback()
+	w := counted{}
+	v, err := s.put(ctx, tx, w, e.Name, mk, e.Sealed, unixNano(e.Updated), c, nil)
+	if err != nil {
+		return 0, err
+	}
+	if err := w.apply(ctx, tx); err != nil {
+		return 0, fmt.Errorf("put %q: %w", e.Name, err)
+	}
+	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("put %q: %w", e.Name, err)
 	}
 	return v, nil
 }
 
-// PutAll implements Store.
-func (s *SQLiteStore) PutAll(ctx context.Context, es []Entry) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("put all: %w", err)
-	}
-	defer tx.Rollback()
-	st := tx.StmtContext(ctx, s.putStmt)
-	for _, e := range es {
-		var v int64
-		if err := st.QueryRowContext(ctx, e.Name, e.KeyID, e.Sealed, unixNano(e.Updated)).Scan(&v); err != nil {
-			return fmt.Errorf("put all: %q: %w", e.Name, err)
+// counted gathers, per MK number, how many entries a transaction adds (or
+// removes) under it, for mks.entries.
+type counted map[int64]int64
+
+func (w counted) apply(ctx context.Context, tx *sql.Tx) error {
+	for n, d := range w {
+		if d == 0 {
+			continue
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("put all: %w", err)
+		if _, err := tx.ExecContext(ctx, `UPDATE mks SET entries = entries + ? WHERE num = ?`, d, n); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
+// put writes one entry in tx and counts it in w. A new entry takes one
+// statement; replacing one reads its row first, for its MK and version.
+// If seen is set, replacing a row for which it reports true is a
+// *DuplicateError.
+func (s *SQLiteStore) put(ctx context.Context, tx *sql.Tx, w counted, name string, mk int64, ct []byte, now int64, c Cond, seen func(id int64) bool) (int64, error) {
+	if c.IfVersion == 0 {
+		res, err := tx.StmtContext(ctx, s.insStmt).ExecContext(ctx, name, mk, ct, now)
+		if err != nil {
+			return 0, fmt.Errorf("put %q: %w", name, err)
+		}
+		if k, _ := res.RowsAffected(); k == 1 {
+			w[mk]++
+			return 1, nil
+		}
+		if c.CreateOnly {
+			return 0, ErrExists
+		}
+	}
+	var id, old, v int64
+	err := tx.StmtContext(ctx, s.rowStmt).QueryRowContext(ctx, name).Scan(&id, &old, &v)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, ErrVersionMismatch // IfVersion of an absent entry
+	case err != nil:
+		return 0, fmt.Errorf("put %q: %w", name, err)
+	case c.IfVersion > 0 && v != c.IfVersion:
+		return 0, ErrVersionMismatch
+	case seen != nil && seen(id):
+		return 0, &DuplicateError{Name: name}
+	}
+	if _, err := tx.StmtContext(ctx, s.updStmt).ExecContext(ctx, id, mk, ct, v+1, now); err != nil {
+		return 0, fmt.Errorf("put %q: %w", name, err)
+	}
+	w[old]--
+	w[mk]++
+	return v + 1, nil
+}
+
+// Import implements Store. Rows this import created have ids above the
+// largest ever given out before it began; the rows it replaced are marked
+// in a bitmap of ids (ids are dense: some 128 KiB per million rows). Either
+// tells a name it repeats.
+func (s *SQLiteStore) Import(ctx context.Context, next func() (Entry, error)) (int, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("import: %w", err)
+	}
+	defer tx.Rollback()
+	var before int64
+	if err := tx.QueryRowContext(ctx, `SELECT max(
+		coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'entries'), 0),
+		coalesce((SELECT max(id) FROM entries), 0))`).Scan(&before); err != nil {
+		return 0, fmt.Errorf("import: %w", err)
+	}
+	var replaced []uint64
+	seen := func(id int64) bool {
+		if id > before {
+			return true
+		}
+		i, bit := id/64, uint64(1)<<(id%64)
+		if i >= int64(len(replaced)) {
+			replaced = append(replaced, make([]uint64, i+1-int64(len(replaced)))...)
+		}
+		dup := replaced[i]&bit != 0
+		replaced[i] |= bit
+		return dup
+	}
+	w := counted{}
+	added := map[string]int64{} // MK numbers this transaction adds
+	n := 0
+	for ; ; n++ {
+		e, err := next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+		mk, err := s.numIn(ctx, tx, e.KeyID, added)
+		if err != nil {
+			return 0, fmt.Errorf("import: %w", err)
+		}
+		if _, err := s.put(ctx, tx, w, e.Name, mk, e.Sealed, unixNano(e.Updated), Cond{}, seen); err != nil {
+			var dup *DuplicateError
+			if errors.As(err, &dup) {
+				dup.Index = n
+			}
+			return 0, err
+		}
+	}
+	if err := w.apply(ctx, tx); err != nil {
+		return 0, fmt.Errorf("import: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("import: %w", err)
+	}
+	for id, num := range added {
+		s.remember(id, num)
+	}
+	return n, nil
+}
+
 // Delete implements Store.
 func (s *SQLiteStore) Delete(ctx context.Context, name string, ifVersion int64) error {
-	var (
-		res sql.Result
-		err error
-	)
-	if ifVersion > 0 {
-		res, err = s.w.ExecContext(ctx, `DELETE FROM entries WHERE name = ? AND version = ?`, name, ifVersion)
-	} else {
-		res, err = s.w.ExecContext(ctx, `DELETE FROM entries WHERE name = ?`, name)
-	}
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("delete %q: %w", name, err)
 	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		return nil
-	}
+	defer tx.Rollback()
+	var mk int64
 	if ifVersion > 0 {
-		if _, err := s.Get(ctx, name); err == nil {
-			return ErrVersionMismatch
-		}
+		err = tx.QueryRowContext(ctx, `DELETE FROM entries WHERE name = ? AND version = ? RETURNING mk`, name, ifVersion).Scan(&mk)
+	} else {
+		err = tx.QueryRowContext(ctx, `DELETE FROM entries WHERE name = ? RETURNING mk`, name).Scan(&mk)
 	}
-	return ErrNotFound
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if ifVersion > 0 {
+			var one int
+			if tx.QueryRowContext(ctx, `SELECT 1 FROM entries WHERE name = ?`, name).Scan(&one) == nil {
+				return ErrVersionMismatch
+			}
+		}
+		return ErrNotFound
+	case err != nil:
+		return fmt.Errorf("delete %q: %w", name, err)
+	}
+	if err := (counted{mk: -1}).apply(ctx, tx); err != nil {
+		return fmt.Errorf("delete %q: %w", name, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("delete %q: %w", name, err)
+	}
+	return nil
 }
 
 // List implements Store.
@@ -287,28 +539,34 @@ func (s *SQLiteStore) List(ctx context.Context, after string, limit int) ([]stri
 	return names, rows.Err()
 }
 
-// Count implements Store.
+// Count implements Store, from the kept counts.
 func (s *SQLiteStore) Count(ctx context.Context) (int64, error) {
 	var n int64
-	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM entries`).Scan(&n); err != nil {
+	if err := s.r.QueryRowContext(ctx, `SELECT coalesce(sum(entries), 0) FROM mks`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count: %w", err)
 	}
 	return n, nil
 }
 
-// CountByKey implements Store. It reads through the writer connection so
-// that it sees every write that has returned, whatever the readers' snapshots.
+// CountByKey implements Store: it reads every row, through the writer
+// connection so that it sees every write that has returned, whatever the
+// readers' snapshots.
 func (s *SQLiteStore) CountByKey(ctx context.Context, keyID string) (int64, error) {
+	mk, ok, err := s.known(ctx, keyID)
+	if err != nil || !ok {
+		return 0, err
+	}
 	var n int64
-	if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE mk = ?`, keyID).Scan(&n); err != nil {
+	if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE mk = ?`, mk).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count by key %s: %w", keyID, err)
 	}
 	return n, nil
 }
 
-// KeyUsage implements Store.
+// KeyUsage implements Store, from the kept counts, through the writer
+// connection (see CountByKey).
 func (s *SQLiteStore) KeyUsage(ctx context.Context) (map[string]int64, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT mk, count(*) FROM entries GROUP BY mk`)
+	rows, err := s.w.QueryContext(ctx, `SELECT id, entries FROM mks WHERE entries <> 0`)
 	if err != nil {
 		return nil, fmt.Errorf("key usage: %w", err)
 	}
@@ -325,45 +583,81 @@ func (s *SQLiteStore) KeyUsage(ctx context.Context) (map[string]int64, error) {
 	return m, rows.Err()
 }
 
-// ScanByKey implements Store. Like the rewrite that follows it, it runs on
-// the writer connection, whose page cache then already holds the rows.
-func (s *SQLiteStore) ScanByKey(ctx context.Context, keyID string, limit int) ([]Entry, error) {
+// ScanByKey implements Store. It walks the table in row order on a reader
+// connection, so it runs beside Rewrap's transaction on the writer and
+// reads each page once.
+func (s *SQLiteStore) ScanByKey(ctx context.Context, keyID string, after int64, limit int) ([]Entry, int64, error) {
 	if limit < 1 {
-		return nil, fmt.Errorf("scan key %s: limit %d: want at least 1", keyID, limit)
+		return nil, after, fmt.Errorf("scan key %s: limit %d: want at least 1", keyID, limit)
 	}
-	rows, err := s.w.QueryContext(ctx, `SELECT id, name, version, ct FROM entries WHERE mk = ? LIMIT ?`, keyID, limit)
+	mk, ok, err := s.known(ctx, keyID)
 	if err != nil {
-		return nil, fmt.Errorf("scan key %s: %w", keyID, err)
+		return nil, after, fmt.Errorf("scan key %s: %w", keyID, err)
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT id, mk, name, version, ct FROM entries WHERE id > ? ORDER BY id LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, after, fmt.Errorf("scan key %s: %w", keyID, err)
 	}
 	defer rows.Close()
-	batch := make([]Entry, 0, limit)
+	var batch []Entry
+	next, examined := after, 0
 	for rows.Next() {
-		e := Entry{KeyID: keyID}
-		if err := rows.Scan(&e.Ref, &e.Name, &e.Version, &e.Sealed); err != nil {
-			return nil, fmt.Errorf("scan key %s: %w", keyID, err)
+		var (
+			id, n int64
+			name  string
+			ver   int64
+			ct    sql.RawBytes
+		)
+		if err := rows.Scan(&id, &n, &name, &ver, &ct); err != nil {
+			return nil, after, fmt.Errorf("scan key %s: %w", keyID, err)
 		}
-		batch = append(batch, e)
+		next = id
+		if examined++; examined%yieldEvery == 0 {
+			runtime.Gosched()
+		}
+		if !ok || n != mk {
+			continue
+		}
+		batch = append(batch, Entry{Ref: id, Name: name, Version: ver, KeyID: keyID, Sealed: bytes.Clone(ct)})
 	}
-	return batch, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, after, fmt.Errorf("scan key %s: %w", keyID, err)
+	}
+	return batch, next, nil
 }
 
-// Rewrap implements Store. The batch commits with synchronous=NORMAL: it
-// survives a crash of kmd, and Sync (run before any MK is destroyed) makes
-// it survive a power loss too.
+// yieldEvery is how many rows a rekey loop handles between yields of its
+// CPU: some 20-50 µs of work.
+const yieldEvery = 32
+
+// Rewrap implements Store.
 func (s *SQLiteStore) Rewrap(ctx context.Context, from string, batch []Entry) (n int, err error) {
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	fromNum, ok, err := s.known(ctx, from)
+	if err != nil || !ok {
+		return 0, err
+	}
+	mks := make([]int64, len(batch))
+	for i, e := range batch {
+		if mks[i], err = s.num(ctx, e.KeyID); err != nil {
+			return 0, fmt.Errorf("rewrap: %w", err)
+		}
+	}
 	conn, err := s.w.Conn(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("rewrap: %w", err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384`); err != nil {
 		return 0, fmt.Errorf("rewrap: %w", err)
 	}
 	defer func() {
 		// Restore FULL for service writes on this, the only writer
 		// connection; if that fails, discard the connection rather than
 		// let service writes skip their fsync.
-		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); rerr != nil {
+		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000`); rerr != nil {
 			conn.Raw(func(any) error { return driver.ErrBadConn })
 			if err == nil {
 				err = fmt.Errorf("rewrap: %w", rerr)
@@ -381,13 +675,25 @@ func (s *SQLiteStore) Rewrap(ctx context.Context, from string, batch []Entry) (n
 		return 0, fmt.Errorf("rewrap: %w", err)
 	}
 	defer st.Close()
-	for _, e := range batch {
-		res, err := st.ExecContext(ctx, e.KeyID, e.Sealed, e.Ref, e.Version, from, e.Name)
+	w := counted{}
+	for i, e := range batch {
+		if i%yieldEvery == yieldEvery-1 {
+			// Let a service request waiting for a CPU run now, not at
+			// the next preemption 10 ms on.
+			runtime.Gosched()
+		}
+		res, err := st.ExecContext(ctx, mks[i], e.Sealed, e.Ref, e.Version, fromNum, e.Name)
 		if err != nil {
 			return 0, fmt.Errorf("rewrap %q: %w", e.Name, err)
 		}
-		k, _ := res.RowsAffected()
-		n += int(k)
+		if k, _ := res.RowsAffected(); k == 1 {
+			n++
+			w[fromNum]--
+			w[mks[i]]++
+		}
+	}
+	if err := w.apply(ctx, tx); err != nil {
+		return 0, fmt.Errorf("rewrap: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("rewrap: %w", err)

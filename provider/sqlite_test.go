@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -320,7 +321,7 @@ func TestSQLite_ScanByKey(t *testing.T) {
 	for i := range 3 {
 		put(t, s, fmt.Sprint("b", i), "B", "v")
 	}
-	batch, err := s.ScanByKey(ctx, "A", 100)
+	batch, _, err := s.ScanByKey(ctx, "A", 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,18 +337,42 @@ func TestSQLite_ScanByKey(t *testing.T) {
 	if !slices.Equal(names, underA) {
 		t.Fatalf("ScanByKey(A) = %q, want %q", names, underA)
 	}
-	for _, limit := range []int{1, 2, 5} {
-		batch, err := s.ScanByKey(ctx, "A", limit)
-		if err != nil || len(batch) != limit {
-			t.Errorf("ScanByKey(A, %d) returned %d entries, %v", limit, len(batch), err)
-		}
-		for _, e := range batch {
-			if !strings.HasPrefix(e.Name, "a") {
-				t.Errorf("ScanByKey(A, %d) returned %q of another key", limit, e.Name)
+	// Paged: each call examines at most limit entries and returns the
+	// ones under A; together the pages hold each entry under A once.
+	for _, limit := range []int{1, 2, 3, 7} {
+		var got []string
+		var after int64
+		for calls := 0; ; calls++ {
+			if calls > 9/limit+2 {
+				t.Fatalf("ScanByKey(A, %d) does not reach the end", limit)
 			}
+			batch, next, err := s.ScanByKey(ctx, "A", after, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(batch) > limit {
+				t.Errorf("ScanByKey(A, %d) returned %d entries", limit, len(batch))
+			}
+			for _, e := range batch {
+				if e.Ref <= after || e.Ref > next || !strings.HasPrefix(e.Name, "a") {
+					t.Errorf("ScanByKey(A, after %d, %d) returned %q (ref %d, next %d)", after, limit, e.Name, e.Ref, next)
+				}
+				got = append(got, e.Name)
+			}
+			if next == after {
+				if len(batch) != 0 {
+					t.Errorf("the last page returned %d entries", len(batch))
+				}
+				break
+			}
+			after = next
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, underA) {
+			t.Errorf("ScanByKey(A, %d) pages = %q, want %q", limit, got, underA)
 		}
 	}
-	if batch, err := s.ScanByKey(ctx, "none", 10); err != nil || len(batch) != 0 {
+	if batch, _, err := s.ScanByKey(ctx, "none", 0, 10); err != nil || len(batch) != 0 {
 		t.Errorf("ScanByKey(none) = %d entries, %v", len(batch), err)
 	}
 }
@@ -373,7 +398,7 @@ func TestSQLite_Rewrap(t *testing.T) {
 	for _, n := range []string{"r1", "r4", "r5", "x"} {
 		before[n] = get(t, s, n)
 	}
-	batch, err := s.ScanByKey(ctx, "A", 100)
+	batch, _, err := s.ScanByKey(ctx, "A", 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +456,7 @@ func TestSQLite_RewrapIsAtomic(t *testing.T) {
 	for _, n := range []string{"r1", "r2", "r3", "r4"} {
 		put(t, s, n, "A", "a:"+n)
 	}
-	batch, err := s.ScanByKey(ctx, "A", 100)
+	batch, _, err := s.ScanByKey(ctx, "A", 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +495,7 @@ func TestSQLite_RewrapSkipsRowReplacedAfterScan(t *testing.T) {
 			ctx := t.Context()
 			put(t, s, "a", "A", "a:a")
 			put(t, s, "b", "A", "a:b")
-			batch, err := s.ScanByKey(ctx, "A", 10)
+			batch, _, err := s.ScanByKey(ctx, "A", 0, 10)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -495,25 +520,28 @@ func TestSQLite_RewrapSkipsRowReplacedAfterScan(t *testing.T) {
 	}
 }
 
-func TestSQLite_PutAll(t *testing.T) {
+func TestSQLite_Import(t *testing.T) {
 	t.Run("writes all", func(t *testing.T) {
 		s := openStore(t)
 		put(t, s, "a", "A", "old")
-		err := s.PutAll(t.Context(), []provider.Entry{
+		n, err := s.Import(t.Context(), provider.Each([]provider.Entry{
 			{Name: "a", KeyID: "B", Sealed: []byte("new-a")},
 			{Name: "b", KeyID: "B", Sealed: []byte("new-b")},
 			{Name: "c", KeyID: "B", Sealed: []byte("new-c")},
-		})
-		if err != nil {
-			t.Fatal(err)
+		}))
+		if err != nil || n != 3 {
+			t.Fatalf("Import = %d, %v; want 3", n, err)
 		}
 		for name, v := range map[string]int64{"a": 2, "b": 1, "c": 1} {
 			if e := get(t, s, name); e.Version != v || e.KeyID != "B" || string(e.Sealed) != "new-"+name {
 				t.Errorf("%s after PutAll: %+v", name, e)
 			}
 		}
-		if err := s.PutAll(t.Context(), nil); err != nil {
-			t.Errorf("PutAll of nothing: %v", err)
+		if n, err := s.Import(t.Context(), provider.Each[provider.Entry](nil)); err != nil || n != 0 {
+			t.Errorf("Import of nothing = %d, %v", n, err)
+		}
+		if u, _ := s.KeyUsage(t.Context()); !maps.Equal(u, map[string]int64{"B": 3}) {
+			t.Errorf("KeyUsage after the import = %v, want B: 3", u)
 		}
 	})
 	t.Run("NOT NULL refuses a nil ciphertext", func(t *testing.T) {
@@ -534,6 +562,18 @@ func TestSQLite_PutAll(t *testing.T) {
 			{Name: "bad", KeyID: "B", Sealed: nil},
 			{Name: "y", KeyID: "B", Sealed: []byte("y")},
 		}},
+		{"a name twice", func(c context.Context) context.Context { return c }, []provider.Entry{
+			{Name: "x", KeyID: "B", Sealed: []byte("x")},
+			{Name: "keep", KeyID: "B", Sealed: []byte("replaced")},
+			{Name: "y", KeyID: "B", Sealed: []byte("y")},
+			{Name: "x", KeyID: "B", Sealed: []byte("x again")},
+		}},
+		{"a name that was there twice", func(c context.Context) context.Context { return c }, []provider.Entry{
+			{Name: "x", KeyID: "B", Sealed: []byte("x")},
+			{Name: "keep", KeyID: "B", Sealed: []byte("replaced")},
+			{Name: "y", KeyID: "B", Sealed: []byte("y")},
+			{Name: "keep", KeyID: "B", Sealed: []byte("replaced again")},
+		}},
 		{"a canceled context", func(c context.Context) context.Context {
 			c, cancel := context.WithCancel(c)
 			cancel()
@@ -548,21 +588,27 @@ func TestSQLite_PutAll(t *testing.T) {
 			s := openStore(t)
 			put(t, s, "keep", "A", "kept")
 			before := get(t, s, "keep")
-			err := s.PutAll(f.ctx(t.Context()), f.es)
+			_, err := s.Import(f.ctx(t.Context()), provider.Each(f.es))
 			if err == nil {
-				t.Fatal("PutAll succeeded")
+				t.Fatal("Import succeeded")
 			}
-			if len(f.es) > 2 && !strings.Contains(err.Error(), `"bad"`) {
-				t.Errorf("PutAll error %q does not name the entry that failed", err)
+			var dup *provider.DuplicateError
+			switch {
+			case strings.Contains(f.desc, "twice"):
+				if name := f.es[3].Name; !errors.As(err, &dup) || dup.Name != name || dup.Index != 3 {
+					t.Errorf("Import of a name twice: %v (%+v), want a DuplicateError for %s at 3", err, dup, name)
+				}
+			case len(f.es) > 2 && !strings.Contains(err.Error(), `"bad"`):
+				t.Errorf("Import error %q does not name the entry that failed", err)
 			}
 			for _, name := range []string{"x", "y", "bad"} {
 				wantAbsent(t, s, name)
 			}
 			if after := get(t, s, "keep"); !sameEntry(after, before) {
-				t.Errorf("a failed PutAll changed an existing entry: %+v", after)
+				t.Errorf("a failed Import changed an existing entry: %+v", after)
 			}
 			if n, _ := s.Count(t.Context()); n != 1 {
-				t.Errorf("Count after a failed PutAll = %d, want 1", n)
+				t.Errorf("Count after a failed Import = %d, want 1", n)
 			}
 		})
 	}
@@ -728,7 +774,7 @@ func TestSQLite_ReopenKeepsEverything(t *testing.T) {
 	if err := s.UpdateMeta(ctx, provider.MetaUpdate{PutKeys: []provider.KeyInfo{k}, Set: map[string][]byte{"rekey": []byte("st")}}); err != nil {
 		t.Fatal(err)
 	}
-	batch, _ := s.ScanByKey(ctx, "A", 1)
+	batch, _, _ := s.ScanByKey(ctx, "A", 0, 1)
 	rewrapAll(batch, "B") // committed with synchronous=NORMAL
 	if n, err := s.Rewrap(ctx, "A", batch); err != nil || n != 1 {
 		t.Fatalf("Rewrap = %d, %v", n, err)
@@ -884,7 +930,7 @@ func TestSQLite_SyncWithOpenReader(t *testing.T) {
 	// Commits the reader cannot see, so a checkpoint cannot pass it:
 	// a service write and a Rewrap batch, committed with synchronous=NORMAL.
 	put(t, s, "late", "A", "v")
-	batch, _ := s.ScanByKey(ctx, "A", 5)
+	batch, _, _ := s.ScanByKey(ctx, "A", 0, 5)
 	rewrapAll(batch, "B")
 	if _, err := s.Rewrap(ctx, "A", batch); err != nil {
 		t.Fatal(err)
@@ -1031,3 +1077,64 @@ INSERT INTO keys VALUES ('A', 'S3', 'RETIRING', 'Local', '', 'fpA', 1), ('B', 'S
 INSERT INTO state VALUES ('rekey', x'7b7d');
 PRAGMA user_version = 1;
 `
+
+// TestSQLite_MigratesSchema1: a store written under schema 1 opens with
+// every entry, version, time and MK as it was, the kept counts equal to the
+// rows, and ids never reused: none of a row there is, nor, where schema 1
+// already had AUTOINCREMENT, of a row deleted.
+func TestSQLite_MigratesSchema1(t *testing.T) {
+	t.Run("first release", func(t *testing.T) { testMigratesSchema1(t, schemaV1, 7) })
+	autoinc := strings.Replace(schemaV1, "id      INTEGER PRIMARY KEY,", "id      INTEGER PRIMARY KEY AUTOINCREMENT,", 1)
+	t.Run("with AUTOINCREMENT", func(t *testing.T) { testMigratesSchema1(t, autoinc, 9) })
+}
+
+func testMigratesSchema1(t *testing.T, schema string, maxID int64) {
+	p := filepath.Join(t.TempDir(), "S3.db")
+	db := rawDB(t, p)
+	if _, err := db.Exec(`PRAGMA journal_mode = WAL`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schema); err != nil {
+		t.Fatal(err)
+	}
+	// Row 9 existed and was deleted.
+	if _, err := db.Exec(`INSERT INTO entries VALUES (9, 'gone', 'A', 1, x'09', 5, 5); DELETE FROM entries WHERE id = 9`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s := openStoreAt(t, p)
+	ctx := t.Context()
+	if v := userVersion(t, p); v != 2 {
+		t.Errorf("user_version after the migration = %d, want 2", v)
+	}
+	a, b := get(t, s, "a"), get(t, s, "b")
+	if a.KeyID != "A" || a.Version != 3 || string(a.Sealed) != "\x01\x02" || a.Ref != 1 ||
+		a.Created.UnixNano() != 10 || a.Updated.UnixNano() != 30 {
+		t.Errorf("entry a after the migration: %+v", a)
+	}
+	if b.KeyID != "B" || b.Version != 1 || string(b.Sealed) != "\x03" || b.Ref != 7 {
+		t.Errorf("entry b after the migration: %+v", b)
+	}
+	usage, err := s.KeyUsage(ctx)
+	if err != nil || !maps.Equal(usage, map[string]int64{"A": 1, "B": 1}) {
+		t.Errorf("KeyUsage after the migration = %v, %v", usage, err)
+	}
+	if n, _ := s.Count(ctx); n != 2 {
+		t.Errorf("Count after the migration = %d, want 2", n)
+	}
+	if keys, err := s.Keys(ctx); err != nil || len(keys) != 2 {
+		t.Errorf("Keys after the migration = %+v, %v", keys, err)
+	}
+	if st, err := s.State(ctx, "rekey"); err != nil || string(st) != "{}" {
+		t.Errorf("state after the migration = %q, %v", st, err)
+	}
+	put(t, s, "c", "B", "v")
+	if c := get(t, s, "c"); c.Ref <= maxID {
+		t.Errorf("a new entry got id %d, reusing an id of the first release's rows", c.Ref)
+	}
+	s.Close()
+	s = openStoreAt(t, p) // and again: nothing is migrated twice
+	if n, _ := s.Count(ctx); n != 3 {
+		t.Errorf("Count after reopening = %d, want 3", n)
+	}
+}

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"io"
 	"time"
 )
 
@@ -44,22 +45,29 @@ type Store interface {
 	// ErrVersionMismatch (IfVersion, including when the entry is absent).
 	// It returns only once the write is durable.
 	Put(ctx context.Context, e Entry, c Cond) (int64, error)
-	// PutAll creates or replaces every entry in one atomic step: all of
-	// them are written, or none.
-	PutAll(ctx context.Context, es []Entry) error
+	// Import creates or replaces every entry next yields until it returns
+	// io.EOF, in one atomic step: all of them are written, or none (an
+	// error from next fails the import). A name yielded twice fails it with
+	// a *DuplicateError. It returns how many entries it wrote.
+	Import(ctx context.Context, next func() (Entry, error)) (int, error)
 	// Delete removes name, if at ifVersion when ifVersion > 0. It fails
 	// with ErrNotFound or ErrVersionMismatch.
 	Delete(ctx context.Context, name string, ifVersion int64) error
 	// List returns up to limit names greater than after, sorted bytewise.
 	List(ctx context.Context, after string, limit int) ([]string, error)
-	// Count returns the number of entries.
+	// Count returns the number of entries, cheaply.
 	Count(ctx context.Context) (int64, error)
-	// CountByKey returns the number of entries sealed under keyID.
+	// CountByKey returns the number of entries sealed under keyID by
+	// looking at every entry: the proof VERIFY needs, and slow.
 	CountByKey(ctx context.Context, keyID string) (int64, error)
-	// KeyUsage returns, per MK ID, how many entries are sealed under it.
+	// KeyUsage returns, per MK ID with entries, how many entries are sealed
+	// under it, as kept with every write: exact, and cheap.
 	KeyUsage(ctx context.Context) (map[string]int64, error)
-	// ScanByKey returns up to limit entries sealed under keyID.
-	ScanByKey(ctx context.Context, keyID string, limit int) ([]Entry, error)
+	// ScanByKey examines up to limit entries in the store's own order,
+	// starting after the Ref after (0: from the start), and returns those
+	// sealed under keyID with the Ref to continue after. When next equals
+	// after, every entry has been examined.
+	ScanByKey(ctx context.Context, keyID string, after int64, limit int) (batch []Entry, next int64, err error)
 	// Rewrap writes, in one atomic step, each entry of batch (as returned
 	// by ScanByKey, with KeyID and Sealed replaced) whose row is still at
 	// the scanned version and still sealed under from; other rows are left
@@ -77,4 +85,17 @@ type Store interface {
 	Sync(ctx context.Context) error
 	// Close releases the store.
 	Close() error
+}
+
+// Each yields the elements of xs, then io.EOF: an import of a slice.
+func Each[T any](xs []T) func() (T, error) {
+	i := 0
+	return func() (T, error) {
+		if i == len(xs) {
+			var zero T
+			return zero, io.EOF
+		}
+		i++
+		return xs[i-1], nil
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 )
 
@@ -171,30 +172,102 @@ type Item struct {
 	Value []byte
 }
 
-// PutAll seals every item under the current MK and writes them all in one
-// atomic step: all or none. Every item is validated before anything is
-// written; the error of the first bad one names its index.
+// PutAll imports items: see Import.
 func (v *Vault) PutAll(ctx context.Context, items []Item) error {
-	for i, it := range items {
-		if err := errors.Join(ValidateName(it.Name), ValidateValue(it.Value)); err != nil {
-			return fmt.Errorf("item %d: %w", i+1, err)
-		}
-	}
+	_, err := v.Import(ctx, Each(items))
+	return err
+}
+
+// importBatch is how many sealed entries Import hands to the store at once.
+const importBatch = 256
+
+// Import seals every item next yields (until io.EOF) under the current MK
+// and writes them all in one atomic step: all or none. Items are read,
+// validated and sealed on a goroutine of their own while the store writes
+// the ones before them, and only a few hundred are held at a time. A bad
+// item fails the import with an error naming its position, from 1; next's
+// own errors are returned as they are. It returns how many it wrote.
+func (v *Vault) Import(ctx context.Context, next func() (Item, error)) (int, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	k := v.keys[v.current]
 	if k == nil {
-		return v.unavailableErr(v.current)
+		return 0, v.unavailableErr(v.current)
 	}
-	es := make([]Entry, len(items))
-	for i, it := range items {
-		sealed, err := k.Seal(make([]byte, 0, len(it.Value)+SealOverhead), v.domain, it.Name, it.Value)
-		if err != nil {
-			return err
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type sealed struct {
+		es  []Entry
+		err error
+	}
+	ch := make(chan sealed, 2)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(ch)
+		send := func(b sealed) bool {
+			select {
+			case ch <- b:
+				return true
+			case <-ctx.Done():
+				return false
+			}
 		}
-		es[i] = Entry{Name: it.Name, KeyID: k.ID(), Sealed: sealed}
+		var es []Entry
+		for i := 1; ; i++ {
+			it, err := next()
+			if errors.Is(err, io.EOF) {
+				send(sealed{es: es})
+				return
+			}
+			if err == nil {
+				err = errors.Join(ValidateName(it.Name), ValidateValue(it.Value))
+				if err != nil {
+					err = fmt.Errorf("item %d: %w", i, err)
+				}
+			}
+			if err != nil {
+				if send(sealed{es: es}) {
+					send(sealed{err: err})
+				}
+				return
+			}
+			ct, err := k.Seal(make([]byte, 0, len(it.Value)+SealOverhead), v.domain, it.Name, it.Value)
+			if err != nil {
+				send(sealed{err: err})
+				return
+			}
+			es = append(es, Entry{Name: it.Name, KeyID: k.ID(), Sealed: ct})
+			if len(es) == importBatch {
+				if !send(sealed{es: es}) {
+					return
+				}
+				es = nil
+			}
+		}
+	}()
+	var cur []Entry
+	n, err := v.store.Import(ctx, func() (Entry, error) {
+		for len(cur) == 0 {
+			b, ok := <-ch
+			switch {
+			case !ok:
+				return Entry{}, io.EOF
+			case b.err != nil:
+				return Entry{}, b.err
+			}
+			cur = b.es
+		}
+		e := cur[0]
+		cur = cur[1:]
+		return e, nil
+	})
+	cancel()
+	for range ch { // let the sealing goroutine end
 	}
-	return v.store.PutAll(ctx, es)
+	wg.Wait()
+	return n, err
 }
 
 // Delete removes an entry, at ifVersion when ifVersion > 0.

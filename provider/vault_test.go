@@ -212,7 +212,8 @@ func TestVault_GetCorruptRow(t *testing.T) {
 		{"empty", "S3", setCT(func(ct, _ []byte) []byte { return []byte{} }), "A"},
 		{"ciphertext of another row", "S3", setCT(func(_, other []byte) []byte { return other }), "A"},
 		{"row pointed at another key", "S3", func(t *testing.T, db *sql.DB, _ provider.Store) {
-			if _, err := db.Exec(`UPDATE entries SET mk = 'B' WHERE name = 'ftp/password'`); err != nil {
+			if _, err := db.Exec(`INSERT INTO mks(id) VALUES ('B') ON CONFLICT DO NOTHING;
+				UPDATE entries SET mk = (SELECT num FROM mks WHERE id = 'B') WHERE name = 'ftp/password'`); err != nil {
 				t.Fatal(err)
 			}
 		}, "B"},

@@ -72,8 +72,13 @@ type Engine struct {
 	running bool
 	closed  bool
 
-	done atomic.Int64 // entries rewrapped in this rekey
+	done   atomic.Int64 // entries rewrapped in this rekey
+	passes int          // REWRAP passes of this run that VERIFY found short
 }
+
+// maxPasses bounds the REWRAP passes of one run that leave entries under
+// the old MK: beyond it the run fails with ErrNoProgress rather than loop.
+const maxPasses = 3
 
 // New loads the domain's persisted rekey state. It starts nothing: call Init
 // then Resume.
@@ -254,6 +259,7 @@ func (e *Engine) RetryIfDue(now time.Time) bool {
 
 func (e *Engine) launchLocked() {
 	e.running = true
+	e.passes = 0
 	e.state.Attempts++
 	e.state.Error, e.state.FailedAt, e.state.NextRetry = "", time.Time{}, time.Time{}
 	e.wg.Add(1)
@@ -438,11 +444,11 @@ func (e *Engine) switchKey(ctx context.Context, st State) error {
 	err = e.cfg.Vault.Switch(st.To, func() error {
 		// No write is in flight here, so the count is exact.
 		if st.From != "" {
-			n, err := e.store.CountByKey(ctx, st.From)
+			usage, err := e.store.KeyUsage(ctx)
 			if err != nil {
 				return err
 			}
-			next.Total = n
+			next.Total = usage[st.From]
 		}
 		return e.save(ctx, next, provider.MetaUpdate{PutKeys: put})
 	})
@@ -461,9 +467,13 @@ func (e *Engine) restartPrepare(ctx context.Context, st State, why string) error
 	return e.save(ctx, st, provider.MetaUpdate{DeleteKeys: []string{old}})
 }
 
-// rewrap moves every entry from the old MK to the new one in batches. Crypto
-// runs outside the write transaction; each batch commits only the rows whose
-// version and MK are unchanged since they were read (invariant 6).
+// rewrap moves every entry from the old MK to the new one in batches, in
+// one pass over the store: a reader scans a batch and re-seals it, outside
+// any transaction and on a connection of its own, while the batch before
+// it commits; each batch commits only the rows whose version and MK are
+// unchanged since they were read (invariant 6). Entries written meanwhile
+// are sealed under the new MK already (the SWITCH came first), so one pass
+// leaves none under the old one; VERIFY checks that it did.
 func (e *Engine) rewrap(ctx context.Context, st State) error {
 	from, to := e.cfg.Vault.Key(st.From), e.cfg.Vault.Key(st.To)
 	if from == nil || to == nil {
@@ -477,22 +487,55 @@ func (e *Engine) rewrap(ctx context.Context, st State) error {
 		}
 		return fmt.Errorf("rewrap %s: key %s not loaded: %w", e.cfg.Domain, missing, err)
 	}
-	if left, err := e.store.CountByKey(ctx, st.From); err == nil {
-		e.done.Store(max(st.Total-left, 0))
+	if usage, err := e.store.KeyUsage(ctx); err == nil {
+		e.done.Store(max(st.Total-usage[st.From], 0))
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sealed := make(chan []provider.Entry, 1)
+	scanErr := make(chan error, 1)
+	go func() {
+		defer close(sealed)
+		scanErr <- e.scanAndSeal(ctx, st, from, to, sealed)
+	}()
+	for batch := range sealed {
+		n, err := e.store.Rewrap(ctx, st.From, batch)
+		if err != nil {
+			cancel()
+			for range sealed { // let the reader finish
+			}
+			return fmt.Errorf("rewrap %s: %w", e.cfg.Domain, err)
+		}
+		e.done.Add(int64(n))
+		e.trace("rewrap:batch")
+	}
+	if err := <-scanErr; err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	st.Phase = PhaseVerify
+	return e.save(ctx, st, provider.MetaUpdate{})
+}
+
+// scanAndSeal reads the store in order, re-seals each batch of entries
+// under the old MK with the new one, and hands the batches to out.
+func (e *Engine) scanAndSeal(ctx context.Context, st State, from, to *provider.Key, out chan<- []provider.Entry) error {
 	var plain []byte
 	defer func() { clear(plain) }()
-	stalls := 0
+	var after int64
 	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		batch, err := e.store.ScanByKey(ctx, st.From, e.cfg.BatchSize)
+		batch, next, err := e.store.ScanByKey(ctx, st.From, after, e.cfg.BatchSize)
 		if err != nil {
 			return fmt.Errorf("rewrap %s: %w", e.cfg.Domain, err)
 		}
+		if next == after {
+			return nil
+		}
+		after = next
 		if len(batch) == 0 {
-			break
+			continue
 		}
 		size := 0
 		for i := range batch {
@@ -515,22 +558,12 @@ func (e *Engine) rewrap(ctx context.Context, st State) error {
 			b.Sealed, b.KeyID = arena[n:len(arena):len(arena)], st.To
 		}
 		clear(plain)
-		n, err := e.store.Rewrap(ctx, st.From, batch)
-		if err != nil {
-			return fmt.Errorf("rewrap %s: %w", e.cfg.Domain, err)
-		}
-		e.done.Add(int64(n))
-		e.trace("rewrap:batch")
-		if n == 0 {
-			if stalls++; stalls > 10 {
-				return fmt.Errorf("rewrap %s: %w", e.cfg.Domain, ErrNoProgress)
-			}
-		} else {
-			stalls = 0
+		select {
+		case out <- batch:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
-	st.Phase = PhaseVerify
-	return e.save(ctx, st, provider.MetaUpdate{})
 }
 
 // verify checks, after the last batch, that no entry references the old MK,
@@ -541,6 +574,11 @@ func (e *Engine) verify(ctx context.Context, st State) error {
 		return fmt.Errorf("verify %s: %w", e.cfg.Domain, err)
 	}
 	if n > 0 {
+		// Left by a pass cut short, or by a fault; each pass that leaves
+		// some counts, so a row that can never be rewritten stops the rekey.
+		if e.passes++; e.passes > maxPasses {
+			return fmt.Errorf("verify %s: %d entries still under key %s after %d passes: %w", e.cfg.Domain, n, st.From, maxPasses, ErrNoProgress)
+		}
 		e.lg.Warn("entries left under old key, rewrapping again", zap.Int64(logs.Entries, n))
 		st.Phase = PhaseRewrap
 		return e.save(ctx, st, provider.MetaUpdate{})
@@ -564,12 +602,13 @@ func (e *Engine) verify(ctx context.Context, st State) error {
 
 // destroy removes the old MK from its key source, then from the metadata.
 func (e *Engine) destroy(ctx context.Context, st State) error {
-	// Check once more, right before the irreversible step.
-	n, err := e.store.CountByKey(ctx, st.From)
+	// Check once more, right before the irreversible step: VERIFY read
+	// every row; the kept count tells whether anything changed since.
+	usage, err := e.store.KeyUsage(ctx)
 	if err != nil {
 		return fmt.Errorf("destroy %s: %w", e.cfg.Domain, err)
 	}
-	if n > 0 {
+	if usage[st.From] > 0 {
 		st.Phase = PhaseRewrap
 		return e.save(ctx, st, provider.MetaUpdate{})
 	}

@@ -587,3 +587,53 @@ func TestEngine_CloseWhileIdleAndStartAfterClose(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// TestEngine_NoProgressStops: entries that a pass can never rewrite (here
+// every batch is dropped before it reaches the store) send VERIFY back to
+// REWRAP a bounded number of times; then the run fails with ErrNoProgress,
+// keeping both MKs and every entry readable, and a retry with the fault
+// gone completes.
+func TestEngine_NoProgressStops(t *testing.T) {
+	e := openEnv(t, t.TempDir(), envOpts{batch: 8})
+	want := e.fill(30)
+	old := e.checkOneKey()
+	passes := 0
+	e.store.set(func(f *faultyStore) {
+		f.beforeRewr = func(batch []provider.Entry) {
+			for i := range batch {
+				batch[i].Version = -1 // matches no row
+			}
+		}
+	})
+	e.trace = func(step string) {
+		if step == "phase:REWRAP" {
+			passes++
+		}
+	}
+	if err := e.eng.Start(provider.LocationLocal); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.wait(); !errors.Is(err, ErrNoProgress) {
+		t.Fatalf("rekey that can rewrite nothing ended with %v, want ErrNoProgress", err)
+	}
+	if passes != maxPasses+1 {
+		t.Errorf("%d REWRAP passes, want %d", passes, maxPasses+1)
+	}
+	if files := e.keyFiles(); !contains(files, old) || len(files) != 2 {
+		t.Fatalf("key files after the failure: %v, want the old and the new", files)
+	}
+	e.checkAll(want)
+	e.trace = nil
+	e.store.set(func(f *faultyStore) { f.beforeRewr = nil })
+	e.clock.Add(time.Hour)
+	if !e.eng.RetryIfDue(e.clock.Now()) {
+		t.Fatal("retry not started")
+	}
+	if err := e.wait(); err != nil {
+		t.Fatal(err)
+	}
+	e.checkAll(want)
+	if now := e.checkOneKey(); now == old {
+		t.Fatal("the old key is still the only one")
+	}
+}

@@ -9,8 +9,8 @@ import "errors"
 var (
 	// ErrInProgress: a rekey of the domain is running.
 	ErrInProgress = errors.New("rekey already in progress")
-	// ErrNoProgress: a rewrap pass found entries under the old MK but could
-	// rewrite none of them, repeatedly.
+	// ErrNoProgress: rewrap passes left entries under the old MK, again
+	// and again.
 	ErrNoProgress = errors.New("rewrap made no progress")
 	// ErrClosed: the engine is shutting down.
 	ErrClosed = errors.New("engine closed")

@@ -364,37 +364,61 @@ func FuzzImportLine(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	first := []byte(`{"name":"first","value":"Zmlyc3Q="}` + "\n")
+	srv := newFuzzServer(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if !bytes.ContainsAny(data, "\n") {
 			checkOneLine(t, data)
 		}
-		// The same bytes after a good first line: all or nothing, and the
-		// first bad line is named.
+		// The same bytes after a good first line, imported into S3 through
+		// the handler and the store: all or nothing, and the first bad line
+		// (a name twice included) is named.
 		body := append(slices.Clone(first), data...)
-		items, err := parseImport(bytes.NewReader(body))
 		want := firstBadLine(t, body)
+		before := srv.snapshot(t)
+		w := srv.call(http.MethodPost, api.PathDomains+"S3/import", nil, body)
 		if want == 0 {
-			if err != nil {
-				t.Fatalf("body of %d lines refused though each line is good: %v", bytes.Count(body, []byte("\n"))+1, err)
+			if w.Code != http.StatusOK {
+				t.Fatalf("body of %d lines refused though each line is good: %d %s", bytes.Count(body, []byte("\n"))+1, w.Code, w.Body)
 			}
-			if len(items) < 1 || items[0].Name != "first" {
-				t.Fatalf("body accepted without its first line")
+			if got := srv.call(http.MethodGet, api.EntryPath("S3", "first"), nil, nil); got.Code != http.StatusOK || got.Body.String() != "first" {
+				t.Fatalf("body accepted without its first line: %d", got.Code)
 			}
 			return
 		}
-		if err == nil || items != nil {
-			t.Fatalf("body whose line %d is bad: %d items, error %v; want an error and nothing imported", want, len(items), err)
+		if w.Code != http.StatusBadRequest && w.Code != http.StatusRequestEntityTooLarge {
+			t.Fatalf("body whose line %d is bad: status %d, want 400 or 413", want, w.Code)
 		}
-		if prefix := fmt.Sprintf("line %d:", want); !strings.HasPrefix(err.Error(), prefix) {
-			t.Fatalf("body whose first bad line is %d: error %q does not start with %q", want, err, prefix)
+		eb := checkErrorBody(t, "import", w)
+		if prefix := fmt.Sprintf("line %d:", want); !strings.HasPrefix(eb.Error, prefix) {
+			t.Fatalf("body whose first bad line is %d: error %q does not start with %q", want, eb.Error, prefix)
+		}
+		if d := before.diff(srv.snapshot(t)); d != "" {
+			t.Fatalf("a refused import changed:\n%s", d)
 		}
 	})
+}
+
+// parseLines parses a whole import body as the handler does line by line,
+// without the store (and so without its check for a name given twice).
+func parseLines(body io.Reader) ([]provider.Item, error) {
+	rd := newImportReader(body)
+	var items []provider.Item
+	for {
+		it, err := rd.next()
+		if errors.Is(err, io.EOF) {
+			return items, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, it)
+	}
 }
 
 // checkOneLine checks one line on its own.
 func checkOneLine(t *testing.T, line []byte) {
 	t.Helper()
-	items, err := parseImport(bytes.NewReader(line))
+	items, err := parseLines(bytes.NewReader(line))
 	if err != nil {
 		if items != nil {
 			t.Fatalf("refused line gave %d items", len(items))
@@ -433,7 +457,7 @@ func checkOneLine(t *testing.T, line []byte) {
 	if bytes.Count(exp.Bytes(), []byte("\n")) != 1 {
 		t.Fatalf("export encoding of an accepted line is not one line")
 	}
-	back, err := parseImport(&exp)
+	back, err := parseLines(&exp)
 	if err != nil || len(back) != 1 || back[0].Name != it.Name || !bytes.Equal(back[0].Value, it.Value) {
 		t.Fatalf("export encoding of an accepted line (name %q, value of %d bytes) does not import back: %v", it.Name, len(it.Value), err)
 	}
@@ -453,7 +477,7 @@ func firstBadLine(t *testing.T, body []byte) int {
 			// bufio needs room for the line and its newline.
 			return n
 		}
-		items, err := parseImport(bytes.NewReader(line))
+		items, err := parseLines(bytes.NewReader(line))
 		if err != nil {
 			return n
 		}

@@ -402,60 +402,78 @@ func (s *Server) listEntries(w http.ResponseWriter, r *http.Request) {
 }
 
 // importEntries reads JSON lines and imports them all or none. The first bad
-// line is named by number.
+// line is named by number. Lines are parsed as they arrive and written as
+// they are sealed, so an import of any size holds a few hundred entries in
+// memory, not the whole body.
 func (s *Server) importEntries(w http.ResponseWriter, r *http.Request) {
 	v := s.vault(w, r)
 	if v == nil {
 		return
 	}
-	items, err := parseImport(r.Body)
+	rd := newImportReader(r.Body)
+	n, err := v.Import(r.Context(), rd.next)
+	var dup *provider.DuplicateError
+	if errors.As(err, &dup) {
+		err = badRequestf(fmt.Sprintf("line %d: name %q is already on an earlier line; want each name once", rd.line(dup.Index), dup.Name))
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := v.PutAll(r.Context(), items); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	s.lg.Info("entries imported", zap.String(logs.Domain, v.Domain()), zap.Int(logs.Entries, len(items)))
-	writeJSON(w, http.StatusOK, api.ImportResponse{Imported: len(items)})
+	s.lg.Info("entries imported", zap.String(logs.Domain, v.Domain()), zap.Int(logs.Entries, n))
+	writeJSON(w, http.StatusOK, api.ImportResponse{Imported: n})
 }
 
-func parseImport(body io.Reader) ([]provider.Item, error) {
+// importReader parses an import body line by line.
+type importReader struct {
+	sc    *bufio.Scanner
+	n     int     // lines read
+	lines []int32 // the line of each item returned, for errors about it
+}
+
+func newImportReader(body io.Reader) *importReader {
 	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 0, 64<<10), maxImportLine)
-	var items []provider.Item
-	seen := map[string]int{}
-	n := 0
-	for sc.Scan() {
-		n++
-		line := bytes.TrimSpace(sc.Bytes())
+	return &importReader{sc: sc}
+}
+
+// line is the line number of the i-th item returned, from 0.
+func (rd *importReader) line(i int) int {
+	if i < 0 || i >= len(rd.lines) {
+		return rd.n
+	}
+	return int(rd.lines[i])
+}
+
+// next returns the next item, io.EOF at the end, or an error naming the
+// line that is wrong.
+func (rd *importReader) next() (provider.Item, error) {
+	for rd.sc.Scan() {
+		rd.n++
+		line := bytes.TrimSpace(rd.sc.Bytes())
 		if len(line) == 0 {
 			continue
 		}
 		var l api.ImportLine
 		if err := decodeStrict(line, &l); err != nil {
-			return nil, badRequestf(fmt.Sprintf(`line %d: %v; want {"name":"…","value":"<base64>"}`, n, err))
+			return provider.Item{}, badRequestf(fmt.Sprintf(`line %d: %v; want {"name":"…","value":"<base64>"}`, rd.n, err))
 		}
 		if err := provider.ValidateName(l.Name); err != nil {
-			return nil, fmt.Errorf("line %d: %w", n, err)
+			return provider.Item{}, fmt.Errorf("line %d: %w", rd.n, err)
 		}
 		if err := provider.ValidateValue(l.Value); err != nil {
-			return nil, fmt.Errorf("line %d: %w", n, err)
+			return provider.Item{}, fmt.Errorf("line %d: %w", rd.n, err)
 		}
-		if first, dup := seen[l.Name]; dup {
-			return nil, badRequestf(fmt.Sprintf("line %d: name %q already on line %d", n, l.Name, first))
-		}
-		seen[l.Name] = n
-		items = append(items, provider.Item{Name: l.Name, Value: l.Value})
+		rd.lines = append(rd.lines, int32(rd.n))
+		return provider.Item{Name: l.Name, Value: l.Value}, nil
 	}
-	if err := sc.Err(); err != nil {
+	if err := rd.sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, badRequestf(fmt.Sprintf("line %d: longer than %d bytes; values hold at most 64 KiB", n+1, maxImportLine))
+			return provider.Item{}, badRequestf(fmt.Sprintf("line %d: longer than %d bytes; values hold at most 64 KiB", rd.n+1, maxImportLine))
 		}
-		return nil, badRequestf(fmt.Sprintf("request body: %v", err))
+		return provider.Item{}, badRequestf(fmt.Sprintf("request body: %v", err))
 	}
-	return items, nil
+	return provider.Item{}, io.EOF
 }
 
 // exportEntries streams every entry as JSON lines, then api.ExportEnd.
