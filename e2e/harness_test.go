@@ -62,10 +62,7 @@ func runTests(m *testing.M) int {
 	}
 	for _, name := range []string{"kmd", "kmctl"} {
 		out := filepath.Join(dir, name)
-		// The race detector watches kmd's own code; the transpiled SQLite and
-		// libc it links are left uninstrumented, which makes the daemon some
-		// five times faster under test without hiding a race of ours.
-		cmd := exec.Command(gobin, "build", "-race", "-gcflags=modernc.org/...=-race=false", "-ldflags", "-X main.version=e2e", "-o", out, "./cmd/"+name)
+		cmd := exec.Command(gobin, "build", "-race", "-ldflags", "-X main.version=e2e", "-o", out, "./cmd/"+name)
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/%s: %v\n%s", name, err, b)
