@@ -110,7 +110,7 @@ func TestBadInput(t *testing.T) {
 		{what: "import with a bad second line", args: []string{"entry", "import", "S3"},
 			stdin: []byte(`{"name":"new1","value":"AA=="}` + "\n" + `{"name":"new2","value":"not base64!"}` + "\n"), exit: 1, says: "line 2"},
 		{what: "import with a name twice", args: []string{"entry", "import", "S3"},
-			stdin: []byte(`{"name":"exists","value":"AA=="}` + "\n" + `{"name":"exists","value":"AQ=="}` + "\n"), exit: 1, says: "already on line 1"},
+			stdin: []byte(`{"name":"exists","value":"AA=="}` + "\n" + `{"name":"exists","value":"AQ=="}` + "\n"), exit: 1, says: "line 2: name \"exists\" is already on an earlier line"},
 		{what: "events --since not a time", args: []string{"events", "list", "--since", "yesterday"}, exit: 2, says: "yesterday"},
 		{what: "view an unknown KMIP server", args: []string{"kmip", "server", "view", "nosuch"}, exit: 1, says: "nosuch"},
 		{what: "delete an unknown KMIP server", args: []string{"kmip", "server", "delete", "nosuch"}, exit: 1, says: "nosuch"},

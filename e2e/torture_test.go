@@ -604,6 +604,10 @@ func TestTorture_QueuedRekeySurvivesKill9(t *testing.T) {
 	srv := addKMIPServer(d, "kmip1")
 	drives := genEntries("q/", 5000)
 	d.importEntries("SED", drives)
+	// The server answers the new key's Activate only after a while, so the
+	// migration is surely still under way when the rekey is asked for and
+	// kmd is killed (it rewraps 5000 entries in well under a second).
+	srv.Hang("Activate", 5*time.Second)
 	d.must("sed", "migrate", "--to-server", "kmip1", "--yes")
 	var started struct {
 		Started []string `json:"started"`
@@ -616,6 +620,7 @@ func TestTorture_QueuedRekeySurvivesKill9(t *testing.T) {
 		t.Fatalf("SED is %s, not MIGRATING, when killed: the test proves nothing", r.Status)
 	}
 	d.kill9()
+	srv.Hang("Activate", 0)
 	d.start()
 	client := api.NewClient(d.sock)
 	// Both complete: two completion events, then SED idle on KMIP.
