@@ -78,31 +78,22 @@ CREATE TABLE IF NOT EXISTS state (
 );
 `
 
-// migrateV1 turns a schema-1 store (entries.mk the MK's ID, indexed) into
-// schema 2, in the caller's transaction.
-const migrateV1 = `
-CREATE TABLE mks (
-	num     INTEGER PRIMARY KEY,
-	id      TEXT    NOT NULL UNIQUE,
-	entries INTEGER NOT NULL DEFAULT 0
-);
-INSERT INTO mks(id, entries) SELECT mk, count(*) FROM entries GROUP BY mk ORDER BY min(id);
-CREATE TABLE entries2 (
-	id      INTEGER PRIMARY KEY AUTOINCREMENT,
-	name    TEXT    NOT NULL UNIQUE,
-	mk      INTEGER NOT NULL,
-	version INTEGER NOT NULL,
-	ct      BLOB    NOT NULL,
-	created INTEGER NOT NULL,
-	updated INTEGER NOT NULL
-);
-INSERT INTO entries2(id, name, mk, version, ct, created, updated)
-	SELECT e.id, e.name, m.num, e.version, e.ct, e.created, e.updated FROM entries e JOIN mks m ON m.id = e.mk ORDER BY e.id;
-DELETE FROM sqlite_sequence WHERE name = 'entries2';
-INSERT INTO sqlite_sequence(name, seq) SELECT 'entries2', seq FROM sqlite_sequence WHERE name = 'entries';
-DROP TABLE entries;
-ALTER TABLE entries2 RENAME TO entries;
+// A schema-1 store (entries.mk the MK's ID, indexed) becomes schema 2 in
+// one transaction: its table is set aside, the schema made, the rows copied
+// with their MKs numbered, and no id ever given out is given out again.
+const (
+	setAsideV1 = `ALTER TABLE entries RENAME TO entries_v1;`
+	copyV1     = `
+INSERT INTO mks(id, entries) SELECT mk, count(*) FROM entries_v1 GROUP BY mk ORDER BY min(id);
+INSERT INTO entries(id, name, mk, version, ct, created, updated)
+	SELECT e.id, e.name, m.num, e.version, e.ct, e.created, e.updated FROM entries_v1 e JOIN mks m ON m.id = e.mk ORDER BY e.id;
+DELETE FROM sqlite_sequence WHERE name = 'entries';
+INSERT INTO sqlite_sequence(name, seq) SELECT 'entries', max(
+	coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'entries_v1'), 0),
+	coalesce((SELECT max(id) FROM entries), 0));
+DROP TABLE entries_v1;
 `
+)
 
 // SQLiteOptions tunes the store. Zero values take the defaults.
 type SQLiteOptions struct {
@@ -210,13 +201,19 @@ func (s *SQLiteStore) migrate() error {
 	if err := tx.QueryRow(`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'entries'`).Scan(&tables); err != nil {
 		return err
 	}
-	if v == 1 && tables == 1 {
-		if _, err := tx.Exec(migrateV1); err != nil {
+	fromV1 := v == 1 && tables == 1
+	if fromV1 {
+		if _, err := tx.Exec(setAsideV1); err != nil {
 			return fmt.Errorf("migrate schema 1 to 2: %w", err)
 		}
 	}
 	if _, err := tx.Exec(schema); err != nil {
 		return err
+	}
+	if fromV1 {
+		if _, err := tx.Exec(copyV1); err != nil {
+			return fmt.Errorf("migrate schema 1 to 2: %w", err)
+		}
 	}
 	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion)); err != nil {
 		return err

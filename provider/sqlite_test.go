@@ -1128,6 +1128,10 @@ func testMigratesSchema1(t *testing.T, schema string, maxID int64) {
 	if st, err := s.State(ctx, "rekey"); err != nil || string(st) != "{}" {
 		t.Errorf("state after the migration = %q, %v", st, err)
 	}
+	var leftovers int
+	if err := rawDB(t, p).QueryRow(`SELECT count(*) FROM sqlite_master WHERE name IN ('entries_v1', 'entries_mk')`).Scan(&leftovers); err != nil || leftovers != 0 {
+		t.Errorf("schema 1's table or index left behind: %d, %v", leftovers, err)
+	}
 	put(t, s, "c", "B", "v")
 	if c := get(t, s, "c"); c.Ref <= maxID {
 		t.Errorf("a new entry got id %d, reusing an id of the first release's rows", c.Ref)

@@ -275,10 +275,10 @@ func TestInvariant4_FailureDestroysNothingAndRetryResumes(t *testing.T) {
 	}
 }
 
-// A failure to record progress (a full disk) is a failure like any other.
-func TestEngine_MetadataWriteFailure(t *testing.T) {
-	e := openEnv(t, t.TempDir(), envOpts{batch: 8})
-	want := e.fill(20)
+// startFailingAtRewrap starts a rekey whose progress cannot be recorded
+// from its REWRAP phase on ("disk full").
+func (e *env) startFailingAtRewrap(t *testing.T) {
+	t.Helper()
 	e.trace = func(step string) {
 		if step == "phase:REWRAP" {
 			e.store.set(func(f *faultyStore) { f.metaErr = errors.New("disk full") })
@@ -287,6 +287,13 @@ func TestEngine_MetadataWriteFailure(t *testing.T) {
 	if err := e.eng.Start(provider.LocationLocal); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A failure to record progress (a full disk) is a failure like any other.
+func TestEngine_MetadataWriteFailure(t *testing.T) {
+	e := openEnv(t, t.TempDir(), envOpts{batch: 8})
+	want := e.fill(20)
+	e.startFailingAtRewrap(t)
 	if err := e.wait(); err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Fatalf("err %v", err)
 	}
@@ -312,14 +319,7 @@ func TestEngine_MetadataWriteFailure(t *testing.T) {
 func TestEngine_RetryAfterClockJumpsBack(t *testing.T) {
 	e := openEnv(t, t.TempDir(), envOpts{batch: 8})
 	want := e.fill(20)
-	e.trace = func(step string) {
-		if step == "phase:REWRAP" {
-			e.store.set(func(f *faultyStore) { f.metaErr = errors.New("disk full") })
-		}
-	}
-	if err := e.eng.Start(provider.LocationLocal); err != nil {
-		t.Fatal(err)
-	}
+	e.startFailingAtRewrap(t)
 	if err := e.wait(); err == nil {
 		t.Fatal("rekey did not fail")
 	}
