@@ -64,7 +64,7 @@ func TestQuickRun(t *testing.T) {
 		}
 	}
 	for _, n := range []string{"1k", "2k"} {
-		for _, label := range []string{rowRekey, rowRate, rowRSS, rowImport, rowAES, rowSQLBatch, rowSQLRow} {
+		for _, label := range []string{rowRekey, rowRate, rowRSS, rowImport, rowImportRSS, rowAES, rowSQLBatch, rowSQLRow} {
 			check(label, n, false)
 		}
 		check(rowCipher4k, n, true)

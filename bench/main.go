@@ -213,6 +213,11 @@ func measureKMD(o options, bins *binaries, r *nResult, on *onlineResult) {
 		return
 	}
 	r.importSec.add(took.Seconds())
+	if kib, err := procStatusKiB(d.cmd.Process.Pid, "VmHWM"); err == nil {
+		r.importRSS.add(float64(kib) / 1024)
+	} else {
+		r.importRSS.fail(err)
+	}
 	logf("N=%d: import %.2fs; restarting kmd", r.n, took.Seconds())
 	if err := d.stop(); err != nil {
 		fail(err)

@@ -49,13 +49,16 @@ type nResult struct {
 	n                   int
 	rekey, rate, rss    stat // kmd: seconds, entries/s, MiB
 	importSec           stat
+	importRSS           stat // kmd's peak RSS over the import, MiB
 	aes                 stat // floors, seconds
 	sqlBatch, sqlRow    stat
 	cipherDef, cipher4k stat // SQLCipher rekey, seconds
 	cipherDefPage       string
 }
 
-func (r *nResult) kmdStats() []*stat { return []*stat{&r.rekey, &r.rate, &r.rss, &r.importSec} }
+func (r *nResult) kmdStats() []*stat {
+	return []*stat{&r.rekey, &r.rate, &r.rss, &r.importSec, &r.importRSS}
+}
 
 // loadStats are one operation's figures over the load windows.
 type loadStats struct {
@@ -181,6 +184,7 @@ const (
 	rowRate        = "kmd rekey throughput"
 	rowRSS         = "kmd peak RSS during the rekey (VmHWM)"
 	rowImport      = "kmctl entry import"
+	rowImportRSS   = "kmd peak RSS during the import (VmHWM)"
 	rowAES         = "floor: AES-256-GCM open+seal (Go crypto)"
 	rowSQLBatch    = "floor: SQLite rewrite, one UPDATE per batch"
 	rowSQLRow      = "floor: SQLite rewrite, one UPDATE per row (as Rewrap)"
@@ -335,6 +339,7 @@ func (rp *report) render() string {
 		t.statRow(rowRate, r.n, r.rate, "entries/s", false)
 		t.statRow(rowRSS, r.n, r.rss, "MiB", false)
 		t.statRow(rowImport, r.n, r.importSec, "s", true)
+		t.statRow(rowImportRSS, r.n, r.importRSS, "MiB", false)
 		t.statRow(rowAES, r.n, r.aes, "s", true)
 		t.statRow(rowSQLBatch, r.n, r.sqlBatch, "s", true)
 		t.statRow(rowSQLRow, r.n, r.sqlRow, "s", true)

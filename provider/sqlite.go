@@ -353,7 +353,7 @@ func (s *SQLiteStore) Put(ctx context.Context, e Entry, c Cond) (int64, error) {
 	}
 	defer tx.Rollback()
 	w := counted{}
-	v, err := s.put(ctx, tx, w, e.Name, mk, e.Sealed, unixNano(e.Updated), c, nil)
+	v, err := s.writeStmts(ctx, tx).put(ctx, w, e.Name, mk, e.Sealed, unixNano(e.Updated), c, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -382,13 +382,23 @@ func (w counted) apply(ctx context.Context, tx *sql.Tx) error {
 	return nil
 }
 
+// writeStmts are the writer's statements bound to one transaction. Bind
+// them once per transaction: database/sql keeps every statement a
+// transaction binds until it ends, a million of them for a million-entry
+// import.
+type writeStmts struct{ ins, row, upd *sql.Stmt }
+
+func (s *SQLiteStore) writeStmts(ctx context.Context, tx *sql.Tx) writeStmts {
+	return writeStmts{tx.StmtContext(ctx, s.insStmt), tx.StmtContext(ctx, s.rowStmt), tx.StmtContext(ctx, s.updStmt)}
+}
+
 // put writes one entry in tx and counts it in w. A new entry takes one
 // statement; replacing one reads its row first, for its MK and version.
 // If seen is set, replacing a row for which it reports true is a
 // *DuplicateError.
-func (s *SQLiteStore) put(ctx context.Context, tx *sql.Tx, w counted, name string, mk int64, ct []byte, now int64, c Cond, seen func(id int64) bool) (int64, error) {
+func (st writeStmts) put(ctx context.Context, w counted, name string, mk int64, ct []byte, now int64, c Cond, seen func(id int64) bool) (int64, error) {
 	if c.IfVersion == 0 {
-		res, err := tx.StmtContext(ctx, s.insStmt).ExecContext(ctx, name, mk, ct, now)
+		res, err := st.ins.ExecContext(ctx, name, mk, ct, now)
 		if err != nil {
 			return 0, fmt.Errorf("put %q: %w", name, err)
 		}
@@ -401,7 +411,7 @@ func (s *SQLiteStore) put(ctx context.Context, tx *sql.Tx, w counted, name strin
 		}
 	}
 	var id, old, v int64
-	err := tx.StmtContext(ctx, s.rowStmt).QueryRowContext(ctx, name).Scan(&id, &old, &v)
+	err := st.row.QueryRowContext(ctx, name).Scan(&id, &old, &v)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return 0, ErrVersionMismatch // IfVersion of an absent entry
@@ -412,7 +422,7 @@ func (s *SQLiteStore) put(ctx context.Context, tx *sql.Tx, w counted, name strin
 	case seen != nil && seen(id):
 		return 0, &DuplicateError{Name: name}
 	}
-	if _, err := tx.StmtContext(ctx, s.updStmt).ExecContext(ctx, id, mk, ct, v+1, now); err != nil {
+	if _, err := st.upd.ExecContext(ctx, id, mk, ct, v+1, now); err != nil {
 		return 0, fmt.Errorf("put %q: %w", name, err)
 	}
 	w[old]--
@@ -450,6 +460,7 @@ func (s *SQLiteStore) Import(ctx context.Context, next func() (Entry, error)) (i
 		return dup
 	}
 	w := counted{}
+	st := s.writeStmts(ctx, tx)
 	added := map[string]int64{} // MK numbers this transaction adds
 	n := 0
 	for ; ; n++ {
@@ -464,7 +475,7 @@ func (s *SQLiteStore) Import(ctx context.Context, next func() (Entry, error)) (i
 		if err != nil {
 			return 0, fmt.Errorf("import: %w", err)
 		}
-		if _, err := s.put(ctx, tx, w, e.Name, mk, e.Sealed, unixNano(e.Updated), Cond{}, seen); err != nil {
+		if _, err := st.put(ctx, w, e.Name, mk, e.Sealed, unixNano(e.Updated), Cond{}, seen); err != nil {
 			var dup *DuplicateError
 			if errors.As(err, &dup) {
 				dup.Index = n
