@@ -225,6 +225,19 @@ func (j *Journal) Emit(e Event) {
 	}
 }
 
+// Has reports whether the journal holds an event of that name, domain and
+// key ID (among those kept since the last compaction).
+func (j *Journal) Has(name, domain, keyID string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for i := len(j.events) - 1; i >= 0; i-- {
+		if e := j.events[i]; e.Name == name && e.Domain == domain && e.KeyID == keyID {
+			return true
+		}
+	}
+	return false
+}
+
 // eventFields are the log fields of e; like e's JSON they leave out empty
 // optional values.
 func eventFields(e Event) []zap.Field {

@@ -542,3 +542,25 @@ func TestJournalConcurrentEmit(t *testing.T) {
 	}
 	check("hook", hooked)
 }
+
+// TestJournal_Has: the journal tells an event it holds, by name, domain and
+// key ID, also after a reopen; it is how a completion event recorded with
+// a rekey's end is emitted once across a crash.
+func TestJournal_Has(t *testing.T) {
+	dir := t.TempDir()
+	j, _ := openTestJournal(t, JournalOptions{Dir: dir})
+	j.Emit(Event{Name: EventRekeyCompleted, Scope: ScopeCluster, Domain: "S3", KeyID: "k2"})
+	if !j.Has(EventRekeyCompleted, "S3", "k2") {
+		t.Error("Has misses the event just emitted")
+	}
+	for _, c := range [][3]string{{EventRekeyFailed, "S3", "k2"}, {EventRekeyCompleted, "FTP", "k2"}, {EventRekeyCompleted, "S3", "k3"}} {
+		if j.Has(c[0], c[1], c[2]) {
+			t.Errorf("Has(%v) is true, but no such event was emitted", c)
+		}
+	}
+	j.Close()
+	j2, _ := openTestJournal(t, JournalOptions{Dir: dir})
+	if !j2.Has(EventRekeyCompleted, "S3", "k2") {
+		t.Error("Has misses the event after a reopen")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -105,6 +106,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	e.state = st
 	e.ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	e.emitCompleted(ctx) // the last rekey's, if a crash came before it
 	return e, nil
 }
 
@@ -128,7 +130,13 @@ func (e *Engine) save(ctx context.Context, st State, u provider.MetaUpdate) erro
 	if err != nil {
 		return err
 	}
-	u.Set, u.Unset = su.Set, su.Unset
+	for k, v := range su.Set {
+		if u.Set == nil {
+			u.Set = map[string][]byte{}
+		}
+		u.Set[k] = v
+	}
+	u.Unset = append(u.Unset, su.Unset...)
 	if err := e.store.UpdateMeta(ctx, u); err != nil {
 		return fmt.Errorf("record %s %s: %w", e.cfg.Domain, phaseName(st.Phase), err)
 	}
@@ -626,15 +634,50 @@ func (e *Engine) destroy(ctx context.Context, st State) error {
 		}
 		e.trace("destroy:source")
 	}
-	done := e.done.Load()
-	if err := e.save(ctx, State{}, provider.MetaUpdate{DeleteKeys: []string{st.From}}); err != nil {
+	// The completion event is recorded with the end itself, and emitted
+	// from there: a crash between the two cannot lose it.
+	ev, err := json.Marshal(logs.Event{Name: logs.EventRekeyCompleted, KeyID: st.To,
+		Message: fmt.Sprintf("rekey of %s completed: key %s replaced key %s, which is destroyed; entries re-encrypted: %d", e.cfg.Domain, st.To, st.From, e.done.Load())})
+	if err != nil {
+		return err
+	}
+	if err := e.save(ctx, State{}, provider.MetaUpdate{DeleteKeys: []string{st.From}, Set: map[string][]byte{completedKey: ev}}); err != nil {
 		return err
 	}
 	e.cfg.Vault.DropKey(st.From)
 	e.trace("destroy:done")
-	e.emit(logs.Event{Name: logs.EventRekeyCompleted, KeyID: st.To,
-		Message: fmt.Sprintf("rekey of %s completed: key %s replaced key %s, which is destroyed; entries re-encrypted: %d", e.cfg.Domain, st.To, st.From, done)})
+	e.emitCompleted(ctx)
 	return nil
+}
+
+// completedKey names the store's state value that holds a completion event
+// until it has been emitted.
+const completedKey = "rekey.completed"
+
+// Journal is an Emitter that can tell whether it already holds an event.
+type Journal interface {
+	Emitter
+	Has(name, domain, keyID string) bool
+}
+
+// emitCompleted emits the completion event recorded with the end of the
+// last rekey, if any, then forgets it. If a crash came after the emit but
+// before the forgetting, an Emitter that is a Journal already has it and
+// it is not emitted twice.
+func (e *Engine) emitCompleted(ctx context.Context) {
+	b, err := e.store.State(ctx, completedKey)
+	if err != nil || b == nil {
+		return
+	}
+	var ev logs.Event
+	if err := json.Unmarshal(b, &ev); err != nil {
+		e.lg.Error("pending completion event unreadable; dropped", zap.Error(err))
+	} else if j, ok := e.cfg.Events.(Journal); !ok || !j.Has(ev.Name, e.cfg.Domain, ev.KeyID) {
+		e.emit(ev)
+	}
+	if err := e.store.UpdateMeta(context.WithoutCancel(ctx), provider.MetaUpdate{Unset: []string{completedKey}}); err != nil {
+		e.lg.Error("forget emitted completion event", zap.Error(err))
+	}
 }
 
 // Close stops the engine: a batch in flight is rolled back, the state

@@ -2,6 +2,7 @@ package rekey
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -635,5 +636,72 @@ func TestEngine_NoProgressStops(t *testing.T) {
 	e.checkAll(want)
 	if now := e.checkOneKey(); now == old {
 		t.Fatal("the old key is still the only one")
+	}
+}
+
+// TestEngine_CompletionEventSurvivesCrash: the completion event is kept
+// with the end of the rekey, so a crash between that commit and the event
+// loses nothing: the next start emits it, once, and not at all if the
+// journal already holds it (a crash after the emit).
+func TestEngine_CompletionEventSurvivesCrash(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := openEnv(t, dir, envOpts{batch: 8})
+	e.fill(10)
+	if err := e.eng.Start(provider.LocationLocal); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.events.named(logs.EventRekeyCompleted)); n != 1 {
+		t.Fatalf("%d completion events, want 1", n)
+	}
+	pending := func(s provider.Store) []byte {
+		b, err := s.State(ctx, completedKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if b := pending(e.sqlite); b != nil {
+		t.Fatal("the completion event is still pending after it was emitted")
+	}
+	// The store as a crash right after the final commit leaves it.
+	crashAfterCommit := func(s provider.Store) {
+		b, err := json.Marshal(logs.Event{Name: logs.EventRekeyCompleted, KeyID: "k2", Message: "rekey of S3 completed"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.UpdateMeta(ctx, provider.MetaUpdate{Set: map[string][]byte{completedKey: b}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crashAfterCommit(e.sqlite)
+	e.close()
+
+	e2 := openEnv(t, dir, envOpts{batch: 8})
+	got := e2.events.named(logs.EventRekeyCompleted)
+	if len(got) != 1 || got[0].KeyID != "k2" || got[0].Domain != testDomain {
+		t.Fatalf("events at the start after the crash: %+v, want the pending completion of k2", got)
+	}
+	if pending(e2.sqlite) != nil {
+		t.Fatal("the completion event is still pending after the start emitted it")
+	}
+	e2.close()
+	if e3 := openEnv(t, dir, envOpts{batch: 8}); len(e3.events.named(logs.EventRekeyCompleted)) != 0 {
+		t.Fatal("a completion event emitted again at the next start")
+	} else {
+		crashAfterCommit(e3.sqlite) // and this time the journal got it before the crash
+		e3.close()
+	}
+	journal := &recorder{}
+	journal.Emit(got[0])
+	e4 := openEnv(t, dir, envOpts{batch: 8, events: journal})
+	if n := len(e4.events.named(logs.EventRekeyCompleted)); n != 1 {
+		t.Fatalf("%d completion events of k2 in the journal after the start, want 1", n)
+	}
+	if pending(e4.sqlite) != nil {
+		t.Fatal("the completion event is still pending")
 	}
 }

@@ -50,6 +50,18 @@ func (r *recorder) Emit(e logs.Event) {
 	r.mu.Unlock()
 }
 
+// Has makes a recorder a Journal: it holds what it was given.
+func (r *recorder) Has(name, domain, keyID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.events {
+		if e.Name == name && e.Domain == domain && e.KeyID == keyID {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *recorder) named(name string) []logs.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -165,9 +177,10 @@ type env struct {
 }
 
 type envOpts struct {
-	batch int
-	trace func(step string)
-	clock *fakeClock
+	batch  int
+	events *recorder // what the events already hold (default: nothing)
+	trace  func(step string)
+	clock  *fakeClock
 }
 
 func openEnv(t testing.TB, dir string, o envOpts) *env {
@@ -184,8 +197,11 @@ func openEnv(t testing.TB, dir string, o envOpts) *env {
 	if o.clock == nil {
 		o.clock = newFakeClock()
 	}
+	if o.events == nil {
+		o.events = &recorder{}
+	}
 	e := &env{t: t, dir: dir, sqlite: st, store: &faultyStore{Store: st}, src: &faultySource{LocalKeys: lk, fail: map[string]error{}},
-		events: &recorder{}, clock: o.clock, trace: o.trace, done: make(chan error, 100)}
+		events: o.events, clock: o.clock, trace: o.trace, done: make(chan error, 100)}
 	e.vault = provider.NewVault(testDomain, e.store)
 	if err := e.vault.LoadKeys(ctx, e.sources); err != nil {
 		t.Fatal(err)
