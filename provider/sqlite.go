@@ -221,51 +221,48 @@ func (s *SQLiteStore) migrate() error {
 	return tx.Commit()
 }
 
-// num returns the number rows use for MK id, adding it to mks (committed
-// on its own) the first time. Call it outside any transaction.
-func (s *SQLiteStore) num(ctx context.Context, id string) (int64, error) {
+// cached returns the number of MK id if this store has already seen it.
+func (s *SQLiteStore) cached(id string) (int64, bool) {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	n, ok := s.nums[id]
-	s.mu.RUnlock()
-	if ok {
-		return n, nil
-	}
-	err := s.w.QueryRowContext(ctx, `INSERT INTO mks(id) VALUES (?1) ON CONFLICT(id) DO UPDATE SET id = id RETURNING num`, id).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("key %s: %w", id, err)
-	}
-	s.remember(id, n)
-	return n, nil
+	return n, ok
 }
 
-// numIn is num inside tx: an MK first seen here is added by tx, and kept
-// in added until tx commits.
-func (s *SQLiteStore) numIn(ctx context.Context, tx *sql.Tx, id string, added map[string]int64) (int64, error) {
-	s.mu.RLock()
-	n, ok := s.nums[id]
-	s.mu.RUnlock()
-	if ok {
+// queryer is the writer connection's pool or one of its transactions.
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// num returns the number rows use for MK id, adding it to mks the first
+// time through q: the writer itself (committed at once, and remembered), or
+// a transaction (kept in added until the caller sees it commit).
+func (s *SQLiteStore) num(ctx context.Context, q queryer, id string, added map[string]int64) (int64, error) {
+	if n, ok := s.cached(id); ok {
 		return n, nil
 	}
 	if n, ok := added[id]; ok {
 		return n, nil
 	}
-	err := tx.QueryRowContext(ctx, `INSERT INTO mks(id) VALUES (?1) ON CONFLICT(id) DO UPDATE SET id = id RETURNING num`, id).Scan(&n)
+	var n int64
+	err := q.QueryRowContext(ctx, `INSERT INTO mks(id) VALUES (?1) ON CONFLICT(id) DO UPDATE SET id = id RETURNING num`, id).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("key %s: %w", id, err)
 	}
-	added[id] = n
+	if added != nil {
+		added[id] = n
+	} else {
+		s.remember(id, n)
+	}
 	return n, nil
 }
 
 // known returns the number of MK id if rows may use it, without adding it.
 func (s *SQLiteStore) known(ctx context.Context, id string) (int64, bool, error) {
-	s.mu.RLock()
-	n, ok := s.nums[id]
-	s.mu.RUnlock()
-	if ok {
+	if n, ok := s.cached(id); ok {
 		return n, true, nil
 	}
+	var n int64
 	err := s.r.QueryRowContext(ctx, `SELECT num FROM mks WHERE id = ?`, id).Scan(&n)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, nil
@@ -343,7 +340,7 @@ func (s *SQLiteStore) Get(ctx context.Context, name string) (Entry, error) {
 
 // Put implements Store.
 func (s *SQLiteStore) Put(ctx context.Context, e Entry, c Cond) (int64, error) {
-	mk, err := s.num(ctx, e.KeyID)
+	mk, err := s.num(ctx, s.w, e.KeyID, nil)
 	if err != nil {
 		return 0, fmt.Errorf("put %q: %w", e.Name, err)
 	}
@@ -471,7 +468,7 @@ func (s *SQLiteStore) Import(ctx context.Context, next func() (Entry, error)) (i
 		if err != nil {
 			return 0, err
 		}
-		mk, err := s.numIn(ctx, tx, e.KeyID, added)
+		mk, err := s.num(ctx, tx, e.KeyID, added)
 		if err != nil {
 			return 0, fmt.Errorf("import: %w", err)
 		}
@@ -649,7 +646,9 @@ func (s *SQLiteStore) Rewrap(ctx context.Context, from string, batch []Entry) (n
 	}
 	mks := make([]int64, len(batch))
 	for i, e := range batch {
-		if mks[i], err = s.num(ctx, e.KeyID); err != nil {
+		if i > 0 && e.KeyID == batch[i-1].KeyID { // as a rule, all of them
+			mks[i] = mks[i-1]
+		} else if mks[i], err = s.num(ctx, s.w, e.KeyID, nil); err != nil {
 			return 0, fmt.Errorf("rewrap: %w", err)
 		}
 	}
