@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -93,16 +92,9 @@ func (r *Registry) loadKMIPServers() error {
 	if r.cfg.Sources == nil {
 		r.cfg.Sources = map[string]provider.KeySource{}
 	}
-	b, err := os.ReadFile(r.serversPath())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("kmip servers: %w", err)
-	}
 	var list []KMIPServer
-	if err := json.Unmarshal(b, &list); err != nil {
-		return fmt.Errorf("kmip servers %s: %w", r.serversPath(), err)
+	if err := readJSON(r.serversPath(), "kmip servers", &list); err != nil {
+		return err
 	}
 	for _, s := range list {
 		r.kmipServers[s.Name] = s
@@ -122,14 +114,10 @@ func (r *Registry) saveKMIPServersLocked() error {
 		list = append(list, s)
 	}
 	slices.SortFunc(list, func(a, b KMIPServer) int { return strings.Compare(a.Name, b.Name) })
-	b, err := json.MarshalIndent(list, "", "  ")
-	if err != nil {
-		return err
-	}
 	if err := fsx.MkdirPrivate(r.kmipDir()); err != nil {
 		return err
 	}
-	return fsx.WriteFileAtomic(r.serversPath(), append(b, '\n'), 0o600)
+	return writeJSON(r.serversPath(), list)
 }
 
 // AddKMIPServer checks a new server's files, keeps copies of them (mode

@@ -1,17 +1,13 @@
 package domains
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
+	"maps"
 	"path/filepath"
 	"slices"
 
 	"go.uber.org/zap"
 
-	"github.com/kmd-project/kmd/internal/fsx"
 	"github.com/kmd-project/kmd/logs"
 	"github.com/kmd-project/kmd/rekey"
 )
@@ -25,16 +21,9 @@ func (r *Registry) queuedPath() string { return filepath.Join(r.cfg.DataDir, "qu
 
 // loadQueued reads the queue. Call it at open, before anything runs.
 func (r *Registry) loadQueued() error {
-	b, err := os.ReadFile(r.queuedPath())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("queued rekeys: %w", err)
-	}
 	var names []string
-	if err := json.Unmarshal(b, &names); err != nil {
-		return fmt.Errorf("queued rekeys %s: %w", r.queuedPath(), err)
+	if err := readJSON(r.queuedPath(), "queued rekeys", &names); err != nil {
+		return err
 	}
 	for _, n := range names {
 		r.queued[n] = true
@@ -51,11 +40,7 @@ func (r *Registry) saveQueuedLocked() error {
 		}
 	}
 	slices.Sort(names)
-	b, err := json.Marshal(names)
-	if err != nil {
-		return err
-	}
-	if err := fsx.WriteFileAtomic(r.queuedPath(), append(b, '\n'), 0o600); err != nil {
+	if err := writeJSON(r.queuedPath(), names); err != nil {
 		return fmt.Errorf("save queued rekeys: %w", err)
 	}
 	return nil
@@ -92,13 +77,7 @@ func (r *Registry) dequeueLocked(domain string) {
 func (r *Registry) startQueued() {
 	r.queueMu.Lock()
 	defer r.queueMu.Unlock()
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range r.queued {
-			if !yield(n) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(r.queued)) {
 		d, ok := r.byName[name]
 		if !ok {
 			r.dequeueLocked(name)

@@ -2,18 +2,14 @@ package domains
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/kmd-project/kmd/internal/fsx"
 	"github.com/kmd-project/kmd/logs"
 	"github.com/kmd-project/kmd/provider"
 	"github.com/kmd-project/kmd/rekey"
@@ -265,25 +261,11 @@ func (r *Registry) schedulePath() string { return filepath.Join(r.cfg.DataDir, "
 
 func (r *Registry) loadSchedules() error {
 	r.schedules = map[string]*rekey.ScopeSchedule{}
-	b, err := os.ReadFile(r.schedulePath())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("schedule: %w", err)
-	}
-	if err := json.Unmarshal(b, &r.schedules); err != nil {
-		return fmt.Errorf("schedule %s: %w", r.schedulePath(), err)
-	}
-	return nil
+	return readJSON(r.schedulePath(), "schedule", &r.schedules)
 }
 
 func (r *Registry) saveSchedulesLocked() error {
-	b, err := json.MarshalIndent(r.schedules, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := fsx.WriteFileAtomic(r.schedulePath(), append(b, '\n'), 0o600); err != nil {
+	if err := writeJSON(r.schedulePath(), r.schedules); err != nil {
 		return fmt.Errorf("save schedule: %w", err)
 	}
 	return nil
