@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -11,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -588,77 +588,106 @@ func (s *SQLiteStore) KeyUsage(ctx context.Context) (map[string]int64, error) {
 	return m, rows.Err()
 }
 
-// ScanByKey implements Store. It walks the table in row order on a reader
-// connection, so it runs beside Rewrap's transaction on the writer and
-// reads each page once.
-func (s *SQLiteStore) ScanByKey(ctx context.Context, keyID string, after int64, limit int) ([]Entry, int64, error) {
-	if limit < 1 {
-		return nil, after, fmt.Errorf("scan key %s: limit %d: want at least 1", keyID, limit)
-	}
-	mk, ok, err := s.known(ctx, keyID)
-	if err != nil {
-		return nil, after, fmt.Errorf("scan key %s: %w", keyID, err)
-	}
-	rows, err := s.r.QueryContext(ctx, `SELECT id, mk, name, version, ct FROM entries WHERE id > ? ORDER BY id LIMIT ?`, after, limit)
-	if err != nil {
-		return nil, after, fmt.Errorf("scan key %s: %w", keyID, err)
-	}
-	defer rows.Close()
-	var batch []Entry
-	next, examined := after, 0
-	for rows.Next() {
-		var (
-			id, n int64
-			name  string
-			ver   int64
-			ct    sql.RawBytes
-		)
-		if err := rows.Scan(&id, &n, &name, &ver, &ct); err != nil {
-			return nil, after, fmt.Errorf("scan key %s: %w", keyID, err)
-		}
-		next = id
-		if examined++; examined%yieldEvery == 0 {
-			runtime.Gosched()
-		}
-		if !ok || n != mk {
-			continue
-		}
-		batch = append(batch, Entry{Ref: id, Name: name, Version: ver, KeyID: keyID, Sealed: bytes.Clone(ct)})
-	}
-	if err := rows.Err(); err != nil {
-		return nil, after, fmt.Errorf("scan key %s: %w", keyID, err)
-	}
-	return batch, next, nil
-}
-
 // yieldEvery is how many rows a rekey loop handles between yields of its
 // CPU: some 20-50 µs of work.
 const yieldEvery = 32
 
-// Rewrap implements Store.
-func (s *SQLiteStore) Rewrap(ctx context.Context, from string, batch []Entry) (n int, err error) {
-	if len(batch) == 0 {
-		return 0, nil
+// Reseal re-encrypts the sealed value of the entry name, appending the
+// result to dst. RewrapRange calls it for each row it rewrites; sealed is
+// SQLite's own memory, valid only during the call.
+type Reseal func(dst []byte, name string, sealed []byte) ([]byte, error)
+
+// rewrapJobs are the running RewrapRange calls, by the number their
+// statement passes to kmd_reseal. The function is registered with the
+// driver once, for every connection; the job says which keys it uses.
+var rewrapJobs struct {
+	sync.Mutex
+	last int64
+	m    map[int64]*rewrapJob
+}
+
+type rewrapJob struct {
+	reseal Reseal
+	out    []byte
+	err    error // the first error of reseal, as it returned it
+	rows   int
+}
+
+func init() {
+	rewrapJobs.m = map[int64]*rewrapJob{}
+	sqlite.MustRegisterFunction("kmd_reseal", &sqlite.FunctionImpl{
+		NArgs: 3,
+		// The name and ciphertext are read in place, never kept.
+		VolatileArgs: true,
+		Scalar: func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+			num, _ := args[0].(int64)
+			name, _ := args[1].(string)
+			name = strings.Clone(name) // an error may keep it
+			sealed, _ := args[2].([]byte)
+			rewrapJobs.Lock()
+			j := rewrapJobs.m[num]
+			rewrapJobs.Unlock()
+			if j == nil {
+				return nil, fmt.Errorf("kmd_reseal: no rewrap %d is running", num)
+			}
+			if j.rows++; j.rows%yieldEvery == 0 {
+				// Let a service request waiting for a CPU run now, not
+				// at the next preemption 10 ms on.
+				runtime.Gosched()
+			}
+			out, err := j.reseal(j.out[:0], name, sealed)
+			if err != nil {
+				j.err = err
+				return nil, err
+			}
+			j.out = out // SQLite copies the result; the buffer is reused
+			return out, nil
+		},
+	})
+}
+
+func startRewrap(reseal Reseal) (int64, *rewrapJob) {
+	rewrapJobs.Lock()
+	defer rewrapJobs.Unlock()
+	rewrapJobs.last++
+	j := &rewrapJob{reseal: reseal}
+	rewrapJobs.m[rewrapJobs.last] = j
+	return rewrapJobs.last, j
+}
+
+func endRewrap(num int64) {
+	rewrapJobs.Lock()
+	defer rewrapJobs.Unlock()
+	if j := rewrapJobs.m[num]; j != nil {
+		clear(j.out)
+	}
+	delete(rewrapJobs.m, num)
+}
+
+// RewrapRange implements Store. One UPDATE statement reads, re-seals
+// (through kmd_reseal, which calls reseal) and writes back each row of the
+// range in place, in one transaction on the writer: no other write can come
+// between a row's read and its rewrite, and rows are visited in rowid
+// order, each page read once.
+func (s *SQLiteStore) RewrapRange(ctx context.Context, from, to string, after int64, limit int, reseal Reseal) (n int, next int64, err error) {
+	if limit < 1 {
+		return 0, after, fmt.Errorf("rewrap: limit %d: want at least 1", limit)
 	}
 	fromNum, ok, err := s.known(ctx, from)
-	if err != nil || !ok {
-		return 0, err
+	if err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
-	mks := make([]int64, len(batch))
-	for i, e := range batch {
-		if i > 0 && e.KeyID == batch[i-1].KeyID { // as a rule, all of them
-			mks[i] = mks[i-1]
-		} else if mks[i], err = s.num(ctx, s.w, e.KeyID, nil); err != nil {
-			return 0, fmt.Errorf("rewrap: %w", err)
-		}
+	toNum, err := s.num(ctx, s.w, to, nil)
+	if err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
 	conn, err := s.w.Conn(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("rewrap: %w", err)
+		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
 	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384`); err != nil {
-		return 0, fmt.Errorf("rewrap: %w", err)
+		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
 	defer func() {
 		// Restore FULL for service writes on this, the only writer
@@ -667,45 +696,50 @@ func (s *SQLiteStore) Rewrap(ctx context.Context, from string, batch []Entry) (n
 		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000`); rerr != nil {
 			conn.Raw(func(any) error { return driver.ErrBadConn })
 			if err == nil {
-				err = fmt.Errorf("rewrap: %w", rerr)
+				n, next, err = 0, after, fmt.Errorf("rewrap: %w", rerr)
 			}
 		}
 	}()
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("rewrap: %w", err)
+		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
 	defer tx.Rollback()
-	// Ids are never reused (AUTOINCREMENT); the name check is a second guard.
-	st, err := tx.PrepareContext(ctx, `UPDATE entries SET mk = ?1, ct = ?2 WHERE id = ?3 AND version = ?4 AND mk = ?5 AND name = ?6`)
+	// The range ends at the limit-th row after after, or at the last row.
+	var upto int64
+	err = tx.QueryRowContext(ctx, `SELECT id FROM entries WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?`, after, limit-1).Scan(&upto)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM entries`).Scan(&upto)
+	}
 	if err != nil {
-		return 0, fmt.Errorf("rewrap: %w", err)
+		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
-	defer st.Close()
-	w := counted{}
-	for i, e := range batch {
-		if i%yieldEvery == yieldEvery-1 {
-			// Let a service request waiting for a CPU run now, not at
-			// the next preemption 10 ms on.
-			runtime.Gosched()
-		}
-		res, err := st.ExecContext(ctx, mks[i], e.Sealed, e.Ref, e.Version, fromNum, e.Name)
-		if err != nil {
-			return 0, fmt.Errorf("rewrap %q: %w", e.Name, err)
-		}
-		if k, _ := res.RowsAffected(); k == 1 {
-			n++
-			w[fromNum]--
-			w[mks[i]]++
-		}
+	if upto <= after {
+		return 0, after, nil
 	}
-	if err := w.apply(ctx, tx); err != nil {
-		return 0, fmt.Errorf("rewrap: %w", err)
+	if !ok { // no row was ever sealed under from
+		return 0, upto, nil
+	}
+	job, j := startRewrap(reseal)
+	defer endRewrap(job)
+	res, err := tx.ExecContext(ctx, `UPDATE entries SET mk = ?1, ct = kmd_reseal(?2, name, ct) WHERE id > ?3 AND id <= ?4 AND mk = ?5`, toNum, job, after, upto, fromNum)
+	if j.err != nil {
+		return 0, after, j.err
+	}
+	if err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
+	}
+	k, err := res.RowsAffected()
+	if err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
+	}
+	if err := (counted{fromNum: -k, toNum: k}).apply(ctx, tx); err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("rewrap: %w", err)
+		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
-	return n, nil
+	return int(k), upto, nil
 }
 
 // Keys implements Store.

@@ -308,215 +308,151 @@ func TestSQLite_Counts(t *testing.T) {
 	check("after a delete", 5, map[string]int64{"A": 2, "B": 3, "C": 0})
 }
 
-func TestSQLite_ScanByKey(t *testing.T) {
-	s := openStore(t)
-	ctx := t.Context()
-	var underA []string
-	for i := range 5 {
-		n := fmt.Sprint("a", i)
-		underA = append(underA, n)
-		put(t, s, n, "A", "sealed-"+n)
-	}
-	put(t, s, "a3", "A", "sealed-a3") // version 2
-	for i := range 3 {
-		put(t, s, fmt.Sprint("b", i), "B", "v")
-	}
-	batch, _, err := s.ScanByKey(ctx, "A", 0, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range batch {
-		names = append(names, e.Name)
-		want := get(t, s, e.Name)
-		if e.KeyID != "A" || e.Ref == 0 || e.Ref != want.Ref || e.Version != want.Version || string(e.Sealed) != string(want.Sealed) {
-			t.Errorf("ScanByKey entry %+v does not match the row %+v", e, want)
+// marked is a Reseal that marks what it rewrote, keeping the old value.
+func marked(dst []byte, name string, sealed []byte) ([]byte, error) {
+	dst = append(dst, "rewrapped:"+name+":"...)
+	return append(dst, sealed...), nil
+}
+
+// rewrapAll runs RewrapRange over the whole store, limit rows at a time,
+// and returns how many it rewrote.
+func rewrapAll(t *testing.T, s *provider.SQLiteStore, from, to string, limit int, reseal provider.Reseal) int {
+	t.Helper()
+	total := 0
+	var after int64
+	for calls := 0; ; calls++ {
+		if calls > 100 {
+			t.Fatalf("RewrapRange(%s, limit %d) does not reach the end", from, limit)
 		}
+		n, next, err := s.RewrapRange(t.Context(), from, to, after, limit, reseal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > limit || next < after || (next == after && n != 0) {
+			t.Fatalf("RewrapRange(after %d, limit %d) = %d rows, next %d", after, limit, n, next)
+		}
+		total += n
+		if next == after {
+			return total
+		}
+		after = next
 	}
-	slices.Sort(names)
-	if !slices.Equal(names, underA) {
-		t.Fatalf("ScanByKey(A) = %q, want %q", names, underA)
-	}
-	// Paged: each call examines at most limit entries and returns the
-	// ones under A; together the pages hold each entry under A once.
-	for _, limit := range []int{1, 2, 3, 7} {
-		var got []string
-		var after int64
-		for calls := 0; ; calls++ {
-			if calls > 9/limit+2 {
-				t.Fatalf("ScanByKey(A, %d) does not reach the end", limit)
+}
+
+func TestSQLite_RewrapRange(t *testing.T) {
+	for _, limit := range []int{1, 2, 3, 7, 1000} {
+		t.Run(fmt.Sprint("limit ", limit), func(t *testing.T) {
+			s := openStore(t)
+			ctx := t.Context()
+			for _, n := range []string{"r1", "r2", "r3", "r4", "r5"} {
+				put(t, s, n, "A", "a:"+n)
 			}
-			batch, next, err := s.ScanByKey(ctx, "A", after, limit)
-			if err != nil {
+			put(t, s, "r4", "A", "a:r4")
+			put(t, s, "r4", "A", "a:r4") // version 3
+			put(t, s, "x", "B", "b:x")
+			put(t, s, "r2", "A", "service-write")
+			if err := s.Delete(ctx, "r3", 0); err != nil { // a gap in the ids
 				t.Fatal(err)
 			}
-			if len(batch) > limit {
-				t.Errorf("ScanByKey(A, %d) returned %d entries", limit, len(batch))
+			before := map[string]provider.Entry{}
+			for _, n := range []string{"r1", "r2", "r4", "r5", "x"} {
+				before[n] = get(t, s, n)
 			}
-			for _, e := range batch {
-				if e.Ref <= after || e.Ref > next || !strings.HasPrefix(e.Name, "a") {
-					t.Errorf("ScanByKey(A, after %d, %d) returned %q (ref %d, next %d)", after, limit, e.Name, e.Ref, next)
+			if n := rewrapAll(t, s, "A", "B", limit, marked); n != 4 {
+				t.Errorf("rewrote %d rows, want 4", n)
+			}
+			for _, name := range []string{"r1", "r2", "r4", "r5"} {
+				e, b := get(t, s, name), before[name]
+				if e.KeyID != "B" || string(e.Sealed) != "rewrapped:"+name+":"+string(b.Sealed) {
+					t.Errorf("%s not rewrapped from its value: %+v", name, e)
 				}
-				got = append(got, e.Name)
-			}
-			if next == after {
-				if len(batch) != 0 {
-					t.Errorf("the last page returned %d entries", len(batch))
+				if e.Version != b.Version || !e.Updated.Equal(b.Updated) || !e.Created.Equal(b.Created) || e.Ref != b.Ref {
+					t.Errorf("%s: RewrapRange changed version or times: %+v -> %+v", name, b, e)
 				}
-				break
 			}
-			after = next
-		}
-		slices.Sort(got)
-		if !slices.Equal(got, underA) {
-			t.Errorf("ScanByKey(A, %d) pages = %q, want %q", limit, got, underA)
-		}
+			wantAbsent(t, s, "r3")
+			if e := get(t, s, "x"); !sameEntry(e, before["x"]) {
+				t.Errorf("an entry already under B changed: %+v", e)
+			}
+			if n, _ := s.CountByKey(ctx, "A"); n != 0 {
+				t.Errorf("CountByKey(A) = %d, want 0", n)
+			}
+			if u, err := s.KeyUsage(ctx); err != nil || len(u) != 1 || u["B"] != 5 {
+				t.Errorf("KeyUsage = %v, %v; want B: 5", u, err)
+			}
+			// Again: nothing is left under A.
+			if n := rewrapAll(t, s, "A", "B", limit, marked); n != 0 {
+				t.Errorf("a second pass rewrote %d rows", n)
+			}
+			if n := rewrapAll(t, s, "never-used", "B", limit, marked); n != 0 {
+				t.Errorf("a pass from an unknown key rewrote %d rows", n)
+			}
+			// Service writes still work, and still bump versions.
+			if v := put(t, s, "r1", "B", "later"); v != before["r1"].Version+1 {
+				t.Errorf("Put after RewrapRange returned version %d, want %d", v, before["r1"].Version+1)
+			}
+		})
 	}
-	if batch, _, err := s.ScanByKey(ctx, "none", 0, 10); err != nil || len(batch) != 0 {
-		t.Errorf("ScanByKey(none) = %d entries, %v", len(batch), err)
-	}
+	t.Run("empty store", func(t *testing.T) {
+		s := openStore(t)
+		if n, next, err := s.RewrapRange(t.Context(), "A", "B", 0, 10, marked); n != 0 || next != 0 || err != nil {
+			t.Errorf("RewrapRange on an empty store = %d, %d, %v; want the end", n, next, err)
+		}
+		if _, _, err := s.RewrapRange(t.Context(), "A", "B", 0, 0, marked); err == nil {
+			t.Error("RewrapRange with limit 0 succeeded")
+		}
+	})
 }
 
-// rewrapAll replaces each entry of batch as the engine does.
-func rewrapAll(batch []provider.Entry, to string) {
-	for i := range batch {
-		batch[i].KeyID = to
-		batch[i].Sealed = []byte("rewrapped:" + batch[i].Name)
-	}
-}
+// nameError keeps the name reseal was given, as an EntryError does.
+type nameError struct{ name string }
 
-func TestSQLite_Rewrap(t *testing.T) {
-	s := openStore(t)
-	ctx := t.Context()
-	for _, n := range []string{"r1", "r2", "r3", "r4", "r5"} {
-		put(t, s, n, "A", "a:"+n)
-	}
-	put(t, s, "r4", "A", "a:r4")
-	put(t, s, "r4", "A", "a:r4") // version 3
-	put(t, s, "x", "B", "b:x")
-	before := map[string]provider.Entry{}
-	for _, n := range []string{"r1", "r4", "r5", "x"} {
-		before[n] = get(t, s, n)
-	}
-	batch, _, err := s.ScanByKey(ctx, "A", 0, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(batch) != 5 {
-		t.Fatalf("scanned %d entries, want 5", len(batch))
-	}
-	// Service writes that land between the scan and the batch's commit.
-	put(t, s, "r2", "A", "service-write")
-	if err := s.Delete(ctx, "r3", 0); err != nil {
-		t.Fatal(err)
-	}
-	rewrapAll(batch, "B")
-	n, err := s.Rewrap(ctx, "A", batch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n != 3 {
-		t.Errorf("Rewrap wrote %d rows, want 3", n)
-	}
-	for _, name := range []string{"r1", "r4", "r5"} {
-		e, b := get(t, s, name), before[name]
-		if e.KeyID != "B" || string(e.Sealed) != "rewrapped:"+name {
-			t.Errorf("%s not rewrapped: %+v", name, e)
-		}
-		if e.Version != b.Version || !e.Updated.Equal(b.Updated) || !e.Created.Equal(b.Created) || e.Ref != b.Ref {
-			t.Errorf("%s: Rewrap changed version or times: %+v -> %+v", name, b, e)
-		}
-	}
-	if e := get(t, s, "r2"); e.KeyID != "A" || string(e.Sealed) != "service-write" || e.Version != 2 {
-		t.Errorf("the write that landed after the scan was reverted: %+v", e)
-	}
-	wantAbsent(t, s, "r3")
-	if e := get(t, s, "x"); !sameEntry(e, before["x"]) {
-		t.Errorf("an entry of another key changed: %+v", e)
-	}
-	if n, _ := s.CountByKey(ctx, "A"); n != 1 {
-		t.Errorf("CountByKey(A) = %d, want 1 (r2)", n)
-	}
-	// The same batch again writes nothing: its rows are no longer under A.
-	if n, err := s.Rewrap(ctx, "A", batch); err != nil || n != 0 {
-		t.Errorf("second Rewrap = %d, %v; want 0", n, err)
-	}
-	if n, err := s.Rewrap(ctx, "A", nil); err != nil || n != 0 {
-		t.Errorf("empty Rewrap = %d, %v", n, err)
-	}
-	// Service writes still work, and still bump versions, after a Rewrap.
-	if v := put(t, s, "r1", "B", "later"); v != before["r1"].Version+1 {
-		t.Errorf("Put after Rewrap returned version %d, want %d", v, before["r1"].Version+1)
-	}
-}
+func (e *nameError) Error() string { return "cannot reseal " + e.name }
 
-func TestSQLite_RewrapIsAtomic(t *testing.T) {
+func TestSQLite_RewrapRangeIsAtomic(t *testing.T) {
 	s := openStore(t)
 	ctx := t.Context()
 	for _, n := range []string{"r1", "r2", "r3", "r4"} {
 		put(t, s, n, "A", "a:"+n)
 	}
-	batch, _, err := s.ScanByKey(ctx, "A", 0, 100)
-	if err != nil {
-		t.Fatal(err)
+	failAt := func(bad string) provider.Reseal {
+		return func(dst []byte, name string, sealed []byte) ([]byte, error) {
+			if name == bad {
+				return nil, &nameError{name}
+			}
+			return marked(dst, name, sealed)
+		}
 	}
-	rewrapAll(batch, "B")
-	batch[2].Sealed = nil // ct is NOT NULL: this row fails
-	if n, err := s.Rewrap(ctx, "A", batch); err == nil {
-		t.Fatalf("Rewrap with a NULL ciphertext wrote %d rows", n)
+	_, next, err := s.RewrapRange(ctx, "A", "B", 0, 10, failAt("r3"))
+	var ne *nameError
+	if !errors.As(err, &ne) || next != 0 {
+		t.Fatalf("RewrapRange with a failing reseal = next %d, %v; want reseal's error", next, err)
+	}
+	// The error outlives the statement: the name it kept must too.
+	if ne.name != "r3" {
+		t.Errorf("the error's name is %q after the statement, want r3", ne.name)
 	}
 	if n, _ := s.CountByKey(ctx, "A"); n != 4 {
-		t.Errorf("a failed Rewrap left %d of 4 rows under A: it is not atomic", n)
+		t.Errorf("a failed RewrapRange left %d of 4 rows under A: it is not atomic", n)
+	}
+	if u, _ := s.KeyUsage(ctx); u["A"] != 4 || u["B"] != 0 {
+		t.Errorf("a failed RewrapRange changed the kept counts: %v", u)
 	}
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
-	rewrapAll(batch, "B")
-	if _, err := s.Rewrap(canceled, "A", batch); err == nil {
-		t.Error("Rewrap with a canceled context succeeded")
+	if _, _, err := s.RewrapRange(canceled, "A", "B", 0, 10, marked); err == nil {
+		t.Error("RewrapRange with a canceled context succeeded")
 	}
 	if n, _ := s.CountByKey(ctx, "A"); n != 4 {
-		t.Errorf("a canceled Rewrap moved rows: %d left under A", n)
+		t.Errorf("a canceled RewrapRange moved rows: %d left under A", n)
 	}
-	if n, err := s.Rewrap(ctx, "A", batch); err != nil || n != 4 {
-		t.Errorf("Rewrap after the failures = %d, %v; want 4", n, err)
+	if n := rewrapAll(t, s, "A", "B", 10, marked); n != 4 {
+		t.Errorf("RewrapRange after the failures rewrote %d, want 4", n)
 	}
-}
-
-// Rewrap must touch only the rows it scanned. SQLite reuses the rowid of a
-// deleted row that had the largest rowid, so Ref alone does not name a row.
-func TestSQLite_RewrapSkipsRowReplacedAfterScan(t *testing.T) {
-	cases := []struct{ desc, newName string }{
-		{"replaced by another entry", "c"},
-		{"deleted and created again", "b"},
-	}
-	for _, c := range cases {
-		t.Run(c.desc, func(t *testing.T) {
-			s := openStore(t)
-			ctx := t.Context()
-			put(t, s, "a", "A", "a:a")
-			put(t, s, "b", "A", "a:b")
-			batch, _, err := s.ScanByKey(ctx, "A", 0, 10)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Delete(ctx, "b", 0); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.Put(ctx, provider.Entry{Name: c.newName, KeyID: "A", Sealed: []byte("service-write")}, provider.Cond{CreateOnly: true}); err != nil {
-				t.Fatal(err)
-			}
-			rewrapAll(batch, "B")
-			n, err := s.Rewrap(ctx, "A", batch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if e := get(t, s, c.newName); e.KeyID != "A" || string(e.Sealed) != "service-write" {
-				t.Errorf("Rewrap overwrote %q, written after the scan, with %q under %s (n = %d): the write is lost", c.newName, e.Sealed, e.KeyID, n)
-			}
-			if e := get(t, s, "a"); e.KeyID != "B" {
-				t.Errorf("a was not rewrapped")
-			}
-		})
+	// Service writes after it are fsynced again: a write and a reopen keep it.
+	put(t, s, "r5", "B", "after")
+	if e := get(t, s, "r5"); string(e.Sealed) != "after" {
+		t.Errorf("r5 = %+v", e)
 	}
 }
 
@@ -774,10 +710,9 @@ func TestSQLite_ReopenKeepsEverything(t *testing.T) {
 	if err := s.UpdateMeta(ctx, provider.MetaUpdate{PutKeys: []provider.KeyInfo{k}, Set: map[string][]byte{"rekey": []byte("st")}}); err != nil {
 		t.Fatal(err)
 	}
-	batch, _, _ := s.ScanByKey(ctx, "A", 0, 1)
-	rewrapAll(batch, "B") // committed with synchronous=NORMAL
-	if n, err := s.Rewrap(ctx, "A", batch); err != nil || n != 1 {
-		t.Fatalf("Rewrap = %d, %v", n, err)
+	// committed with synchronous=NORMAL
+	if n, _, err := s.RewrapRange(ctx, "A", "B", 0, 1, marked); err != nil || n != 1 {
+		t.Fatalf("RewrapRange = %d, %v", n, err)
 	}
 	if err := s.Delete(ctx, "c", 0); err != nil {
 		t.Fatal(err)
@@ -928,11 +863,9 @@ func TestSQLite_SyncWithOpenReader(t *testing.T) {
 	}
 	seen := 1
 	// Commits the reader cannot see, so a checkpoint cannot pass it:
-	// a service write and a Rewrap batch, committed with synchronous=NORMAL.
+	// a service write and a rewrap batch, committed with synchronous=NORMAL.
 	put(t, s, "late", "A", "v")
-	batch, _, _ := s.ScanByKey(ctx, "A", 0, 5)
-	rewrapAll(batch, "B")
-	if _, err := s.Rewrap(ctx, "A", batch); err != nil {
+	if _, _, err := s.RewrapRange(ctx, "A", "B", 0, 5, marked); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

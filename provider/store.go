@@ -14,8 +14,8 @@ type Entry struct {
 	Sealed  []byte // see Key.Seal
 	Created time.Time
 	Updated time.Time
-	// Ref is the store's own handle on the row, set by ScanByKey and used
-	// by Rewrap. Callers treat it as opaque.
+	// Ref is the store's own handle on the row, in the order RewrapRange
+	// walks. An entry deleted and created again gets a new one.
 	Ref int64
 }
 
@@ -63,18 +63,17 @@ type Store interface {
 	// KeyUsage returns, per MK ID with entries, how many entries are sealed
 	// under it, as kept with every write: exact, and cheap.
 	KeyUsage(ctx context.Context) (map[string]int64, error)
-	// ScanByKey examines up to limit entries in the store's own order,
-	// starting after the Ref after (0: from the start), and returns those
-	// sealed under keyID with the Ref to continue after. When next equals
-	// after, every entry has been examined.
-	ScanByKey(ctx context.Context, keyID string, after int64, limit int) (batch []Entry, next int64, err error)
-	// Rewrap writes, in one atomic step, each entry of batch (as returned
-	// by ScanByKey, with KeyID and Sealed replaced) whose row is still at
-	// the scanned version and still sealed under from; other rows are left
-	// to whoever changed them. Versions do not change: the value did not.
-	// It returns how many rows it wrote. Rewrap may return before the
-	// write is durable against power loss; Sync makes it so.
-	Rewrap(ctx context.Context, from string, batch []Entry) (int, error)
+	// RewrapRange re-seals under to, in one atomic step, the entries sealed
+	// under from among up to limit entries in the store's own order after
+	// the Ref after (0: from the start). Each row is read, passed to
+	// reseal and written back with no other write in between, so a
+	// concurrent write is never overwritten. Versions do not change: the
+	// value did not. It returns how many entries it rewrote and the Ref to
+	// continue after; when next equals after, every entry has been
+	// examined. If reseal fails, nothing of the range is written and its
+	// error is returned as is. The writes may not be durable against power
+	// loss on return; Sync makes them so.
+	RewrapRange(ctx context.Context, from, to string, after int64, limit int, reseal Reseal) (n int, next int64, err error)
 	// Keys returns the MK metadata.
 	Keys(ctx context.Context) ([]KeyInfo, error)
 	// State returns a named state value, or nil if unset.

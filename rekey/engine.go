@@ -476,12 +476,12 @@ func (e *Engine) restartPrepare(ctx context.Context, st State, why string) error
 }
 
 // rewrap moves every entry from the old MK to the new one in batches, in
-// one pass over the store: a reader scans a batch and re-seals it, outside
-// any transaction and on a connection of its own, while the batch before
-// it commits; each batch commits only the rows whose version and MK are
-// unchanged since they were read (invariant 6). Entries written meanwhile
-// are sealed under the new MK already (the SWITCH came first), so one pass
-// leaves none under the old one; VERIFY checks that it did.
+// one pass over the store. Each batch is one statement in one short
+// transaction that reads each row, re-seals it and writes it back, so no
+// service write can land between a row's read and its rewrite (invariant
+// 6); reads go on beside it. Entries written meanwhile are sealed under the
+// new MK already (the SWITCH came first), so one pass leaves none under the
+// old one; VERIFY checks that it did.
 func (e *Engine) rewrap(ctx context.Context, st State) error {
 	from, to := e.cfg.Vault.Key(st.From), e.cfg.Vault.Key(st.To)
 	if from == nil || to == nil {
@@ -498,80 +498,32 @@ func (e *Engine) rewrap(ctx context.Context, st State) error {
 	if usage, err := e.store.KeyUsage(ctx); err == nil {
 		e.done.Store(max(st.Total-usage[st.From], 0))
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sealed := make(chan []provider.Entry, 1)
-	scanErr := make(chan error, 1)
-	go func() {
-		defer close(sealed)
-		scanErr <- e.scanAndSeal(ctx, st, from, to, sealed)
-	}()
-	for batch := range sealed {
-		n, err := e.store.Rewrap(ctx, st.From, batch)
+	var plain []byte
+	defer func() { clear(plain) }()
+	reseal := func(dst []byte, name string, sealed []byte) ([]byte, error) {
+		var err error
+		if plain, err = from.Open(plain[:0], e.cfg.Domain, name, sealed); err != nil {
+			return nil, &provider.EntryError{Domain: e.cfg.Domain, Name: name, KeyID: st.From, Err: err}
+		}
+		return to.Seal(dst, e.cfg.Domain, name, plain)
+	}
+	for after := int64(0); ; {
+		n, next, err := e.store.RewrapRange(ctx, st.From, st.To, after, e.cfg.BatchSize, reseal)
 		if err != nil {
-			cancel()
-			for range sealed { // let the reader finish
-			}
 			return fmt.Errorf("rewrap %s: %w", e.cfg.Domain, err)
 		}
 		e.done.Add(int64(n))
 		e.trace("rewrap:batch")
-	}
-	if err := <-scanErr; err != nil {
-		return err
+		if next == after {
+			break
+		}
+		after = next
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	st.Phase = PhaseVerify
 	return e.save(ctx, st, provider.MetaUpdate{})
-}
-
-// scanAndSeal reads the store in order, re-seals each batch of entries
-// under the old MK with the new one, and hands the batches to out.
-func (e *Engine) scanAndSeal(ctx context.Context, st State, from, to *provider.Key, out chan<- []provider.Entry) error {
-	var plain []byte
-	defer func() { clear(plain) }()
-	var after int64
-	for {
-		batch, next, err := e.store.ScanByKey(ctx, st.From, after, e.cfg.BatchSize)
-		if err != nil {
-			return fmt.Errorf("rewrap %s: %w", e.cfg.Domain, err)
-		}
-		if next == after {
-			return nil
-		}
-		after = next
-		if len(batch) == 0 {
-			continue
-		}
-		size := 0
-		for i := range batch {
-			size += len(batch[i].Sealed)
-		}
-		// One allocation per batch; its exact capacity means Seal never
-		// reallocates, so each row's slice stays valid.
-		arena := make([]byte, 0, size)
-		for i := range batch {
-			b := &batch[i]
-			plain, err = from.Open(plain[:0], e.cfg.Domain, b.Name, b.Sealed)
-			if err != nil {
-				return fmt.Errorf("rewrap: %w", &provider.EntryError{Domain: e.cfg.Domain, Name: b.Name, KeyID: st.From, Err: err})
-			}
-			n := len(arena)
-			arena, err = to.Seal(arena, e.cfg.Domain, b.Name, plain)
-			if err != nil {
-				return err
-			}
-			b.Sealed, b.KeyID = arena[n:len(arena):len(arena)], st.To
-		}
-		clear(plain)
-		select {
-		case out <- batch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 }
 
 // verify checks, after the last batch, that no entry references the old MK,

@@ -1,10 +1,12 @@
 package rekey
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,7 +97,7 @@ func TestInvariant2_MKDurableBeforeFirstSeal(t *testing.T) {
 		checked++
 	}
 	e.store.set(func(f *faultyStore) {
-		f.beforeRewr = func(batch []provider.Entry) { check(batch[0].KeyID) }
+		f.beforeRewr = func(_ int64, to string) { check(to) }
 	})
 	e.trace = func(step string) {
 		if step == "switch:done" {
@@ -402,22 +404,33 @@ func TestInvariant5_OneRekeyAtATime(t *testing.T) {
 }
 
 // Invariant 6: a write that lands during a rekey is never lost or reverted
-// by a batch. Deterministically: a service write lands between a batch's
-// read and its write; and at large, with writers running throughout.
+// by a batch. Deterministically: service writes land on rows of the next
+// batch, still under the old MK, right before it runs; and at large, with writers running throughout.
 func TestInvariant6_WriteDuringRekeyNeverReverted(t *testing.T) {
 	e := openEnv(t, t.TempDir(), envOpts{batch: 10})
 	want := e.fill(50)
 	ctx := context.Background()
 	var hits atomic.Int32
 	e.store.set(func(f *faultyStore) {
-		f.beforeRewr = func(batch []provider.Entry) {
-			// Overwrite and delete rows of the batch just read.
-			b := batch[len(batch)/2]
+		f.beforeRewr = func(after int64, _ string) {
+			// Overwrite one row of the batch about to be rewritten, and
+			// delete another.
+			var next []provider.Entry
+			for name := range want {
+				if got, err := e.sqlite.Get(ctx, name); err == nil && got.Ref > after && got.KeyID != e.vault.Current() {
+					next = append(next, got)
+				}
+			}
+			if len(next) < 2 {
+				return
+			}
+			slices.SortFunc(next, func(a, b provider.Entry) int { return cmp.Compare(a.Ref, b.Ref) })
+			b := next[1]
 			if _, err := e.vault.Put(ctx, b.Name, value(b.Name, 99), provider.Cond{}); err != nil {
 				t.Error(err)
 			}
 			want[b.Name] = value(b.Name, 99)
-			d := batch[0]
+			d := next[0]
 			if err := e.vault.Delete(ctx, d.Name, 0); err != nil {
 				t.Error(err)
 			}
@@ -600,11 +613,7 @@ func TestEngine_NoProgressStops(t *testing.T) {
 	old := e.checkOneKey()
 	passes := 0
 	e.store.set(func(f *faultyStore) {
-		f.beforeRewr = func(batch []provider.Entry) {
-			for i := range batch {
-				batch[i].Version = -1 // matches no row
-			}
-		}
+		f.starve = true
 	})
 	e.trace = func(step string) {
 		if step == "phase:REWRAP" {
@@ -625,7 +634,7 @@ func TestEngine_NoProgressStops(t *testing.T) {
 	}
 	e.checkAll(want)
 	e.trace = nil
-	e.store.set(func(f *faultyStore) { f.beforeRewr = nil })
+	e.store.set(func(f *faultyStore) { f.starve = false })
 	e.clock.Add(time.Hour)
 	if !e.eng.RetryIfDue(e.clock.Now()) {
 		t.Fatal("retry not started")

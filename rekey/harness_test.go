@@ -128,20 +128,24 @@ type faultyStore struct {
 	mu         sync.Mutex
 	rewrapErr  error
 	metaErr    error
-	beforeRewr func(batch []provider.Entry)
+	starve     bool                         // RewrapRange finds nothing to rewrite
+	beforeRewr func(after int64, to string) // before each batch
 }
 
-func (f *faultyStore) Rewrap(ctx context.Context, from string, batch []provider.Entry) (int, error) {
+func (f *faultyStore) RewrapRange(ctx context.Context, from, to string, after int64, limit int, reseal provider.Reseal) (int, int64, error) {
 	f.mu.Lock()
-	err, hook := f.rewrapErr, f.beforeRewr
+	err, hook, starve := f.rewrapErr, f.beforeRewr, f.starve
 	f.mu.Unlock()
 	if err != nil {
-		return 0, err
+		return 0, after, err
 	}
 	if hook != nil {
-		hook(batch)
+		hook(after, to)
 	}
-	return f.Store.Rewrap(ctx, from, batch)
+	if starve { // as if every row were sealed under some other key
+		from = "no-such-key"
+	}
+	return f.Store.RewrapRange(ctx, from, to, after, limit, reseal)
 }
 
 func (f *faultyStore) UpdateMeta(ctx context.Context, u provider.MetaUpdate) error {
