@@ -30,6 +30,9 @@ type SQLiteStore struct {
 	getStmt                   *sql.Stmt // readers
 	insStmt, rowStmt, updStmt *sql.Stmt // the writer
 
+	ckpt      checkpointer
+	rewrapped int // rows rewrapped since the last kick of ckpt (writer only)
+
 	// Rows name their MK by a small number (the mks table); the mapping
 	// never changes once made, so it is cached both ways.
 	mu   sync.RWMutex
@@ -134,9 +137,18 @@ func OpenSQLite(path string, o SQLiteOptions) (*SQLiteStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	fi, err := f.Stat()
 	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if fi.Size() == 0 {
+		if err := initFile(path); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
 	}
 	w, err := sql.Open("sqlite", dsn(path, o.CacheKiB, false))
 	if err != nil {
@@ -159,6 +171,11 @@ func OpenSQLite(path string, o SQLiteOptions) (*SQLiteStore, error) {
 	r.SetMaxOpenConns(o.Readers)
 	r.SetMaxIdleConns(o.Readers)
 	s.r = r
+	if s.ckpt.db, err = sql.Open("sqlite", dsn(path, 512, false)); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s.ckpt.db.SetMaxOpenConns(1)
 	for _, p := range []struct {
 		db  *sql.DB
 		st  **sql.Stmt
@@ -175,6 +192,24 @@ func OpenSQLite(path string, o SQLiteOptions) (*SQLiteStore, error) {
 		}
 	}
 	return s, nil
+}
+
+// pageSize is the page size of a new store. A page holds some 48 entries
+// of a few hundred bytes: a rekey, which rewrites every page, makes a
+// quarter of the WAL frames, system calls and b-tree steps it would with
+// SQLite's default 4096 bytes. Stores made with another size keep it.
+const pageSize = 16384
+
+// initFile gives a new, empty database file its page size, which is fixed
+// once the file is in WAL mode.
+func initFile(path string) error {
+	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	_, err = db.Exec(fmt.Sprintf(`PRAGMA page_size = %d; PRAGMA journal_mode = WAL`, pageSize))
+	return err
 }
 
 func (s *SQLiteStore) migrate() error {
@@ -301,6 +336,7 @@ func (s *SQLiteStore) Path() string { return s.path }
 // Close implements Store.
 func (s *SQLiteStore) Close() error {
 	var errs []error
+	errs = append(errs, s.ckpt.close())
 	for _, st := range []*sql.Stmt{s.getStmt, s.insStmt, s.rowStmt, s.updStmt} {
 		if st != nil {
 			errs = append(errs, st.Close())
@@ -686,7 +722,9 @@ func (s *SQLiteStore) RewrapRange(ctx context.Context, from, to string, after in
 		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384`); err != nil {
+	// The WAL is copied back by the checkpointer, beside the writer: a
+	// checkpoint on the writer would hold every service write behind it.
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0`); err != nil {
 		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
 	defer func() {
@@ -739,7 +777,58 @@ func (s *SQLiteStore) RewrapRange(ctx context.Context, from, to string, after in
 	if err := tx.Commit(); err != nil {
 		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
+	if s.rewrapped += int(k); s.rewrapped >= checkpointRows {
+		s.rewrapped = 0
+		s.ckpt.kick()
+	}
 	return int(k), upto, nil
+}
+
+// checkpointRows is how many rewrapped rows make RewrapRange kick the
+// checkpointer: some 700 pages of WAL, a few MiB.
+const checkpointRows = 8192
+
+// checkpointer copies the WAL back into the database file from a
+// connection of its own. A passive checkpoint takes no writer lock, so
+// service writes go on while it runs; on the writer, as SQLite's automatic
+// checkpoints run, a rekey's big WAL would hold each of them for as long
+// as the copy took.
+type checkpointer struct {
+	db      *sql.DB // one connection
+	mu      sync.Mutex
+	running bool
+	closed  bool
+	done    int // checkpoints run
+	wg      sync.WaitGroup
+}
+
+// kick starts a checkpoint unless one is running. A failed checkpoint
+// leaves the WAL as it was, for the next one or Sync.
+func (c *checkpointer) kick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running || c.closed || c.db == nil {
+		return
+	}
+	c.running = true
+	c.wg.Go(func() {
+		c.db.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+		c.mu.Lock()
+		c.running = false
+		c.done++
+		c.mu.Unlock()
+	})
+}
+
+func (c *checkpointer) close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.wg.Wait()
+	if c.db == nil {
+		return nil
+	}
+	return c.db.Close()
 }
 
 // Keys implements Store.

@@ -1,10 +1,12 @@
 package provider_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -1073,5 +1075,59 @@ func testMigratesSchema1(t *testing.T, schema string, maxID int64) {
 	s = openStoreAt(t, p) // and again: nothing is migrated twice
 	if n, _ := s.Count(ctx); n != 3 {
 		t.Errorf("Count after reopening = %d, want 3", n)
+	}
+}
+
+// A rekey's WAL is copied back by the checkpointer, beside the writer.
+func TestSQLite_RewrapCheckpointsBesideTheWriter(t *testing.T) {
+	s := openStore(t)
+	ctx := t.Context()
+	const n = 20000
+	next := 0
+	if _, err := s.Import(ctx, func() (provider.Entry, error) {
+		if next == n {
+			return provider.Entry{}, io.EOF
+		}
+		next++
+		return provider.Entry{Name: fmt.Sprintf("e%06d", next), KeyID: "A", Sealed: bytes.Repeat([]byte{1}, 285)}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := rewrapAll(t, s, "A", "B", 1000, marked); got != n {
+		t.Fatalf("rewrote %d rows, want %d", got, n)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for s.Checkpoints() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint ran for a rewrap of 20000 rows")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if u, _ := s.KeyUsage(ctx); u["B"] != n {
+		t.Errorf("KeyUsage = %v", u)
+	}
+}
+
+// A new store gets 16 KiB pages; one made with another size keeps it.
+func TestSQLite_PageSize(t *testing.T) {
+	s := openStore(t)
+	put(t, s, "a", "A", "v")
+	var size int
+	if err := rawDB(t, s.Path()).QueryRow(`PRAGMA page_size`).Scan(&size); err != nil || size != 16384 {
+		t.Errorf("page size of a new store = %d, %v; want 16384", size, err)
+	}
+	old := filepath.Join(t.TempDir(), "old.db")
+	db := rawDB(t, old)
+	if _, err := db.Exec(`PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE x(y)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s = openStoreAt(t, old)
+	put(t, s, "a", "A", "v")
+	if err := rawDB(t, old).QueryRow(`PRAGMA page_size`).Scan(&size); err != nil || size != 4096 {
+		t.Errorf("page size of a store made with 4096 = %d, %v; want it kept", size, err)
+	}
+	if e := get(t, s, "a"); string(e.Sealed) != "v" {
+		t.Errorf("a = %+v", e)
 	}
 }
