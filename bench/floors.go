@@ -135,8 +135,9 @@ CREATE TABLE IF NOT EXISTS state (
 `
 
 // sqliteDSN is provider/sqlite.go's writer connection: WAL,
-// synchronous FULL (Rewrap lowers it to NORMAL for its batches), an 8 MiB
-// page cache, immediate transactions.
+// synchronous FULL (RewrapRange lowers it to NORMAL for its batches), an
+// 8 MiB page cache, immediate transactions. The file gets the store's page
+// size first (sqlitePageSize).
 func sqliteDSN(path string) string {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
@@ -146,6 +147,19 @@ func sqliteDSN(path string) string {
 	q.Add("_pragma", "foreign_keys(0)")
 	q.Set("_txlock", "immediate")
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+// sqlitePageSize is provider's page size for a new store.
+const sqlitePageSize = 16384
+
+func initPageSize(path string) error {
+	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	_, err = db.Exec(fmt.Sprintf(`PRAGMA page_size = %d; PRAGMA journal_mode = WAL`, sqlitePageSize))
+	return err
 }
 
 // sqliteDB is a store-shaped database holding n rows under mk 1, each
@@ -162,7 +176,14 @@ func newSQLiteDB(n int) (*sqliteDB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("sqlite", sqliteDSN(filepath.Join(dir, "S3.db")))
+	path := filepath.Join(dir, "S3.db")
+	// As provider.OpenSQLite makes a new store: the page size is fixed
+	// once the file is in WAL mode.
+	if err := initPageSize(path); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	db, err := sql.Open("sqlite", sqliteDSN(path))
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
