@@ -3,14 +3,11 @@ package provider
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
-	"runtime"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -30,8 +27,17 @@ type SQLiteStore struct {
 	getStmt                   *sql.Stmt // readers
 	insStmt, rowStmt, updStmt *sql.Stmt // the writer
 
-	ckpt      checkpointer
-	rewrapped int // rows rewrapped since the last kick of ckpt (writer only)
+	// A rekey's helpers (rewrap.go). The counts are RewrapRange's own: it
+	// runs on one goroutine at a time, as the store's one writer.
+	ckpt         checkpointer
+	rewrapped    int // rows rewrapped since the last kick of ckpt
+	prefetchHits int // rows whose prefetched ciphertext was taken
+	pf           struct {
+		sync.Mutex
+		p      *prefetch
+		closed bool
+		wg     sync.WaitGroup
+	}
 
 	// Rows name their MK by a small number (the mks table); the mapping
 	// never changes once made, so it is cached both ways.
@@ -336,6 +342,7 @@ func (s *SQLiteStore) Path() string { return s.path }
 // Close implements Store.
 func (s *SQLiteStore) Close() error {
 	var errs []error
+	s.closePrefetch()
 	errs = append(errs, s.ckpt.close())
 	for _, st := range []*sql.Stmt{s.getStmt, s.insStmt, s.rowStmt, s.updStmt} {
 		if st != nil {
@@ -622,213 +629,6 @@ func (s *SQLiteStore) KeyUsage(ctx context.Context) (map[string]int64, error) {
 		m[id] = n
 	}
 	return m, rows.Err()
-}
-
-// yieldEvery is how many rows a rekey loop handles between yields of its
-// CPU: some 20-50 µs of work.
-const yieldEvery = 32
-
-// Reseal re-encrypts the sealed value of the entry name, appending the
-// result to dst. RewrapRange calls it for each row it rewrites; sealed is
-// SQLite's own memory, valid only during the call.
-type Reseal func(dst []byte, name string, sealed []byte) ([]byte, error)
-
-// rewrapJobs are the running RewrapRange calls, by the number their
-// statement passes to kmd_reseal. The function is registered with the
-// driver once, for every connection; the job says which keys it uses.
-var rewrapJobs struct {
-	sync.Mutex
-	last int64
-	m    map[int64]*rewrapJob
-}
-
-type rewrapJob struct {
-	reseal Reseal
-	out    []byte
-	err    error // the first error of reseal, as it returned it
-	rows   int
-}
-
-func init() {
-	rewrapJobs.m = map[int64]*rewrapJob{}
-	sqlite.MustRegisterFunction("kmd_reseal", &sqlite.FunctionImpl{
-		NArgs: 3,
-		// The name and ciphertext are read in place, never kept.
-		VolatileArgs: true,
-		Scalar: func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
-			num, _ := args[0].(int64)
-			name, _ := args[1].(string)
-			name = strings.Clone(name) // an error may keep it
-			sealed, _ := args[2].([]byte)
-			rewrapJobs.Lock()
-			j := rewrapJobs.m[num]
-			rewrapJobs.Unlock()
-			if j == nil {
-				return nil, fmt.Errorf("kmd_reseal: no rewrap %d is running", num)
-			}
-			if j.rows++; j.rows%yieldEvery == 0 {
-				// Let a service request waiting for a CPU run now, not
-				// at the next preemption 10 ms on.
-				runtime.Gosched()
-			}
-			out, err := j.reseal(j.out[:0], name, sealed)
-			if err != nil {
-				j.err = err
-				return nil, err
-			}
-			j.out = out // SQLite copies the result; the buffer is reused
-			return out, nil
-		},
-	})
-}
-
-func startRewrap(reseal Reseal) (int64, *rewrapJob) {
-	rewrapJobs.Lock()
-	defer rewrapJobs.Unlock()
-	rewrapJobs.last++
-	j := &rewrapJob{reseal: reseal}
-	rewrapJobs.m[rewrapJobs.last] = j
-	return rewrapJobs.last, j
-}
-
-func endRewrap(num int64) {
-	rewrapJobs.Lock()
-	defer rewrapJobs.Unlock()
-	if j := rewrapJobs.m[num]; j != nil {
-		clear(j.out)
-	}
-	delete(rewrapJobs.m, num)
-}
-
-// RewrapRange implements Store. One UPDATE statement reads, re-seals
-// (through kmd_reseal, which calls reseal) and writes back each row of the
-// range in place, in one transaction on the writer: no other write can come
-// between a row's read and its rewrite, and rows are visited in rowid
-// order, each page read once.
-func (s *SQLiteStore) RewrapRange(ctx context.Context, from, to string, after int64, limit int, reseal Reseal) (n int, next int64, err error) {
-	if limit < 1 {
-		return 0, after, fmt.Errorf("rewrap: limit %d: want at least 1", limit)
-	}
-	fromNum, ok, err := s.known(ctx, from)
-	if err != nil {
-		return 0, after, fmt.Errorf("rewrap: %w", err)
-	}
-	toNum, err := s.num(ctx, s.w, to, nil)
-	if err != nil {
-		return 0, after, fmt.Errorf("rewrap: %w", err)
-	}
-	conn, err := s.w.Conn(ctx)
-	if err != nil {
-		return 0, after, fmt.Errorf("rewrap: %w", err)
-	}
-	defer conn.Close()
-	// The WAL is copied back by the checkpointer, beside the writer: a
-	// checkpoint on the writer would hold every service write behind it.
-	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0`); err != nil {
-		return 0, after, fmt.Errorf("rewrap: %w", err)
-	}
-	defer func() {
-		// Restore FULL for service writes on this, the only writer
-		// connection; if that fails, discard the connection rather than
-		// let service writes skip their fsync.
-		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000`); rerr != nil {
-			conn.Raw(func(any) error { return driver.ErrBadConn })
-			if err == nil {
-				n, next, err = 0, after, fmt.Errorf("rewrap: %w", rerr)
-			}
-		}
-	}()
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, after, fmt.Errorf("rewrap: %w", err)
-	}
-	defer tx.Rollback()
-	// The range ends at the limit-th row after after, or at the last row.
-	var upto int64
-	err = tx.QueryRowContext(ctx, `SELECT id FROM entries WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?`, after, limit-1).Scan(&upto)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = tx.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM entries`).Scan(&upto)
-	}
-	if err != nil {
-		return 0, after, fmt.Errorf("rewrap: %w", err)
-	}
-	if upto <= after {
-		return 0, after, nil
-	}
-	if !ok { // no row was ever sealed under from
-		return 0, upto, nil
-	}
-	job, j := startRewrap(reseal)
-	defer endRewrap(job)
-	res, err := tx.ExecContext(ctx, `UPDATE entries SET mk = ?1, ct = kmd_reseal(?2, name, ct) WHERE id > ?3 AND id <= ?4 AND mk = ?5`, toNum, job, after, upto, fromNum)
-	if j.err != nil {
-		return 0, after, j.err
-	}
-	if err != nil {
-		return 0, after, fmt.Errorf("rewrap: %w", err)
-	}
-	k, err := res.RowsAffected()
-	if err != nil {
-		return 0, after, fmt.Errorf("rewrap: %w", err)
-	}
-	if err := (counted{fromNum: -k, toNum: k}).apply(ctx, tx); err != nil {
-		return 0, after, fmt.Errorf("rewrap: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, after, fmt.Errorf("rewrap: %w", err)
-	}
-	if s.rewrapped += int(k); s.rewrapped >= checkpointRows {
-		s.rewrapped = 0
-		s.ckpt.kick()
-	}
-	return int(k), upto, nil
-}
-
-// checkpointRows is how many rewrapped rows make RewrapRange kick the
-// checkpointer: some 700 pages of WAL, a few MiB.
-const checkpointRows = 8192
-
-// checkpointer copies the WAL back into the database file from a
-// connection of its own. A passive checkpoint takes no writer lock, so
-// service writes go on while it runs; on the writer, as SQLite's automatic
-// checkpoints run, a rekey's big WAL would hold each of them for as long
-// as the copy took.
-type checkpointer struct {
-	db      *sql.DB // one connection
-	mu      sync.Mutex
-	running bool
-	closed  bool
-	done    int // checkpoints run
-	wg      sync.WaitGroup
-}
-
-// kick starts a checkpoint unless one is running. A failed checkpoint
-// leaves the WAL as it was, for the next one or Sync.
-func (c *checkpointer) kick() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.running || c.closed || c.db == nil {
-		return
-	}
-	c.running = true
-	c.wg.Go(func() {
-		c.db.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
-		c.mu.Lock()
-		c.running = false
-		c.done++
-		c.mu.Unlock()
-	})
-}
-
-func (c *checkpointer) close() error {
-	c.mu.Lock()
-	c.closed = true
-	c.mu.Unlock()
-	c.wg.Wait()
-	if c.db == nil {
-		return nil
-	}
-	return c.db.Close()
 }
 
 // Keys implements Store.

@@ -1131,3 +1131,57 @@ func TestSQLite_PageSize(t *testing.T) {
 		t.Errorf("a = %+v", e)
 	}
 }
+
+// The next range is re-sealed ahead on a reader; a row written after that
+// read is re-sealed from what it holds now, never from the prefetched copy.
+func TestSQLite_RewrapPrefetch(t *testing.T) {
+	s := openStore(t)
+	ctx := t.Context()
+	for i := range 50 {
+		put(t, s, fmt.Sprintf("e%02d", i), "A", fmt.Sprint("v", i))
+	}
+	n, next, err := s.RewrapRange(ctx, "A", "B", 0, 10, marked)
+	if err != nil || n != 10 {
+		t.Fatalf("first range = %d, %v", n, err)
+	}
+	s.WaitPrefetch() // e10..e19 are re-sealed ahead now
+	put(t, s, "e12", "A", "written after the prefetch")
+	if err := s.Delete(ctx, "e13", 0); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, "e13", "A", "deleted and made again") // a new id, past the range
+	// The range is e10 to e20 without e13: e20 was not prefetched, e12 is
+	// not what the prefetch read.
+	if n, _, err = s.RewrapRange(ctx, "A", "B", next, 10, marked); err != nil || n != 10 {
+		t.Fatalf("second range = %d, %v; want 10", n, err)
+	}
+	if got := s.PrefetchHits(); got != 8 {
+		t.Errorf("%d rows of the second range took the prefetched ciphertext, want 8", got)
+	}
+	if e := get(t, s, "e12"); string(e.Sealed) != "rewrapped:e12:written after the prefetch" {
+		t.Errorf("e12 = %q: re-sealed from the copy the prefetch read, not from the row", e.Sealed)
+	}
+	if e := get(t, s, "e11"); string(e.Sealed) != "rewrapped:e11:v11" || e.KeyID != "B" {
+		t.Errorf("e11 = %+v", e)
+	}
+	if got := rewrapAll(t, s, "A", "B", 10, marked); got != 30 {
+		t.Errorf("the rest: %d rows, want 30", got)
+	}
+	if e := get(t, s, "e13"); string(e.Sealed) != "rewrapped:e13:deleted and made again" {
+		t.Errorf("e13 = %q", e.Sealed)
+	}
+	if u, _ := s.KeyUsage(ctx); u["A"] != 0 || u["B"] != 50 {
+		t.Errorf("KeyUsage = %v", u)
+	}
+	// A prefetch for another pair of keys is not used.
+	if n, _, err := s.RewrapRange(ctx, "B", "C", 0, 10, marked); err != nil || n != 10 {
+		t.Fatalf("B to C = %d, %v", n, err)
+	}
+	hits := s.PrefetchHits()
+	if _, _, err := s.RewrapRange(ctx, "B", "D", next, 10, marked); err != nil {
+		t.Fatal(err)
+	}
+	if s.PrefetchHits() != hits {
+		t.Error("a range to D took ciphertexts prefetched for C")
+	}
+}

@@ -1,0 +1,367 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+
+	"modernc.org/sqlite"
+)
+
+// A rekey rewrites every row of the store. RewrapRange does it a range of
+// rows at a time, in one UPDATE statement whose kmd_reseal function
+// re-seals each row as SQLite visits it: a row's read and its rewrite are
+// one step of one statement on the writer, so no service write can come
+// between them and be reverted (invariant 6).
+//
+// The crypto need not wait for the writer, though. Once a range is
+// committed, a prefetch reads the next one on a reader connection and
+// re-seals it on another core; the next call's kmd_reseal takes a row's
+// prefetched ciphertext only if the row still holds, byte for byte, the
+// ciphertext the prefetch read, and re-seals it in place otherwise. The
+// prefetch is only ever a cache: correctness rests on the statement alone.
+
+// Reseal re-encrypts the sealed value of the entry name, appending the
+// result to dst. RewrapRange calls it from more than one goroutine, one at
+// a time; sealed is valid only during the call.
+type Reseal func(dst []byte, name string, sealed []byte) ([]byte, error)
+
+// yieldEvery is how many rows a rekey loop handles between yields of its
+// CPU: some 20-50 µs of work.
+const yieldEvery = 32
+
+// rewrapJobs are the running RewrapRange statements, by the number they
+// pass to kmd_reseal. The function is registered with the driver once, for
+// every connection; the job says which keys and prefetched rows it uses.
+var rewrapJobs struct {
+	sync.Mutex
+	last int64
+	m    map[int64]*rewrapJob
+}
+
+type rewrapJob struct {
+	reseal Reseal
+	pre    []presealed // in id order
+	next   int         // the first of pre not yet passed
+	out    []byte
+	err    error // the first error of reseal, as it returned it
+	rows   int
+	hits   int // rows taken from pre
+}
+
+// presealed is a row as a prefetch read it, and its new ciphertext.
+type presealed struct {
+	id            int64
+	name          string
+	sealed, fresh []byte
+}
+
+func init() {
+	rewrapJobs.m = map[int64]*rewrapJob{}
+	sqlite.MustRegisterFunction("kmd_reseal", &sqlite.FunctionImpl{
+		NArgs: 4,
+		// The name and ciphertext are read in place, never kept.
+		VolatileArgs: true,
+		Scalar: func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+			num, _ := args[0].(int64)
+			rewrapJobs.Lock()
+			j := rewrapJobs.m[num]
+			rewrapJobs.Unlock()
+			if j == nil {
+				return nil, fmt.Errorf("kmd_reseal: no rewrap %d is running", num)
+			}
+			id, _ := args[1].(int64)
+			name, _ := args[2].(string)
+			sealed, _ := args[3].([]byte)
+			return j.row(id, name, sealed)
+		},
+	})
+}
+
+// row returns the new ciphertext of one row.
+func (j *rewrapJob) row(id int64, name string, sealed []byte) ([]byte, error) {
+	if j.rows++; j.rows%yieldEvery == 0 {
+		// Let a service request waiting for a CPU run now, not at the
+		// next preemption 10 ms on.
+		runtime.Gosched()
+	}
+	for j.next < len(j.pre) && j.pre[j.next].id < id {
+		j.next++
+	}
+	if j.next < len(j.pre) {
+		if p := &j.pre[j.next]; p.id == id && p.name == name && bytes.Equal(p.sealed, sealed) {
+			j.hits++
+			return p.fresh, nil
+		}
+	}
+	out, err := j.reseal(j.out[:0], strings.Clone(name), sealed) // an error may keep the name
+	if err != nil {
+		j.err = err
+		return nil, err
+	}
+	j.out = out // SQLite copies the result; the buffer is reused
+	return out, nil
+}
+
+func startRewrap(reseal Reseal, pre []presealed) (int64, *rewrapJob) {
+	rewrapJobs.Lock()
+	defer rewrapJobs.Unlock()
+	rewrapJobs.last++
+	j := &rewrapJob{reseal: reseal, pre: pre}
+	rewrapJobs.m[rewrapJobs.last] = j
+	return rewrapJobs.last, j
+}
+
+func endRewrap(num int64) {
+	rewrapJobs.Lock()
+	defer rewrapJobs.Unlock()
+	if j := rewrapJobs.m[num]; j != nil {
+		clear(j.out)
+	}
+	delete(rewrapJobs.m, num)
+}
+
+// RewrapRange implements Store.
+func (s *SQLiteStore) RewrapRange(ctx context.Context, from, to string, after int64, limit int, reseal Reseal) (n int, next int64, err error) {
+	if limit < 1 {
+		return 0, after, fmt.Errorf("rewrap: limit %d: want at least 1", limit)
+	}
+	pre := s.takePrefetch(ctx, from, to, after)
+	fromNum, ok, err := s.known(ctx, from)
+	if err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
+	}
+	toNum, err := s.num(ctx, s.w, to, nil)
+	if err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
+	}
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
+	}
+	defer conn.Close()
+	// The WAL is copied back by the checkpointer, beside the writer: a
+	// checkpoint on the writer would hold every service write behind it.
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0`); err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
+	}
+	defer func() {
+		// Restore FULL for service writes on this, the only writer
+		// connection; if that fails, discard the connection rather than
+		// let service writes skip their fsync.
+		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000`); rerr != nil {
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+			if err == nil {
+				n, next, err = 0, after, fmt.Errorf("rewrap: %w", rerr)
+			}
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
+	}
+	defer tx.Rollback()
+	// The range ends at the limit-th row after after, or at the last row.
+	var upto int64
+	err = tx.QueryRowContext(ctx, `SELECT id FROM entries WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?`, after, limit-1).Scan(&upto)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM entries`).Scan(&upto)
+	}
+	if err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
+	}
+	if upto <= after {
+		return 0, after, nil
+	}
+	if !ok { // no row was ever sealed under from
+		return 0, upto, nil
+	}
+	job, j := startRewrap(reseal, pre)
+	defer endRewrap(job)
+	res, err := tx.ExecContext(ctx, `UPDATE entries SET mk = ?1, ct = kmd_reseal(?2, id, name, ct) WHERE id > ?3 AND id <= ?4 AND mk = ?5`, toNum, job, after, upto, fromNum)
+	if j.err != nil {
+		return 0, after, j.err
+	}
+	if err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
+	}
+	k, err := res.RowsAffected()
+	if err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
+	}
+	if err := (counted{fromNum: -k, toNum: k}).apply(ctx, tx); err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, after, fmt.Errorf("rewrap: %w", err)
+	}
+	s.startPrefetch(ctx, from, to, fromNum, upto, limit, reseal)
+	if s.rewrapped += int(k); s.rewrapped >= checkpointRows {
+		s.rewrapped = 0
+		s.ckpt.kick()
+	}
+	s.prefetchHits += j.hits
+	return int(k), upto, nil
+}
+
+// prefetch is the re-sealing of the range after a RewrapRange call, made
+// while the caller gets on with that range's commit and the next call.
+type prefetch struct {
+	from, to string
+	after    int64 // the range starts after this id
+	cancel   context.CancelFunc
+	done     chan struct{}
+	rows     []presealed // once done is closed
+}
+
+// startPrefetch reads up to limit rows after after on a reader and
+// re-seals those under from (fromNum) with reseal.
+func (s *SQLiteStore) startPrefetch(ctx context.Context, from, to string, fromNum, after int64, limit int, reseal Reseal) {
+	s.pf.Lock()
+	defer s.pf.Unlock()
+	if s.pf.closed {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p := &prefetch{from: from, to: to, after: after, cancel: cancel, done: make(chan struct{})}
+	s.pf.p = p
+	s.pf.wg.Go(func() {
+		defer close(p.done)
+		defer cancel()
+		p.rows = s.preseal(ctx, fromNum, after, limit, reseal)
+	})
+}
+
+// takePrefetch returns the rows prefetched for the range after after, if
+// that is the range the last prefetch read; any other is dropped.
+func (s *SQLiteStore) takePrefetch(ctx context.Context, from, to string, after int64) []presealed {
+	s.pf.Lock()
+	p := s.pf.p
+	s.pf.p = nil
+	s.pf.Unlock()
+	if p == nil {
+		return nil
+	}
+	// Wait for it even when it is of no use, so that reseal never runs
+	// on two goroutines at once.
+	if p.from != from || p.to != to || p.after != after {
+		p.cancel()
+		<-p.done
+		return nil
+	}
+	select {
+	case <-p.done:
+		return p.rows
+	case <-ctx.Done():
+		p.cancel()
+		<-p.done
+		return nil
+	}
+}
+
+// preseal is one prefetch. A row it cannot read or re-seal is left out:
+// the statement re-seals it, and reports the error if there is one.
+func (s *SQLiteStore) preseal(ctx context.Context, fromNum, after int64, limit int, reseal Reseal) []presealed {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, mk, name, ct FROM entries WHERE id > ? ORDER BY id LIMIT ?`, after, limit)
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	var out []presealed
+	var arena []byte
+	for rows.Next() {
+		var (
+			id, mk int64
+			name   string
+			ct     sql.RawBytes
+		)
+		if rows.Scan(&id, &mk, &name, &ct) != nil {
+			return out
+		}
+		if mk != fromNum {
+			continue
+		}
+		if ctx.Err() != nil {
+			return out
+		}
+		if cap(arena)-len(arena) < 2*len(ct)+SealOverhead {
+			arena = make([]byte, 0, max(64<<10, 2*len(ct)+SealOverhead))
+		}
+		start := len(arena)
+		arena = append(arena, ct...)
+		old := arena[start:len(arena):len(arena)]
+		fresh, err := reseal(arena[len(arena):len(arena)], name, old)
+		if err != nil {
+			continue
+		}
+		if len(fresh) <= cap(arena)-len(arena) { // sealed in place
+			arena = arena[:len(arena)+len(fresh)]
+		}
+		out = append(out, presealed{id: id, name: name, sealed: old, fresh: fresh})
+	}
+	return out
+}
+
+// closePrefetch stops the prefetch and waits for it.
+func (s *SQLiteStore) closePrefetch() {
+	s.pf.Lock()
+	s.pf.closed = true
+	if s.pf.p != nil {
+		s.pf.p.cancel()
+	}
+	s.pf.Unlock()
+	s.pf.wg.Wait()
+}
+
+// checkpointRows is how many rewrapped rows make RewrapRange kick the
+// checkpointer: a few MiB of WAL.
+const checkpointRows = 8192
+
+// checkpointer copies the WAL back into the database file from a
+// connection of its own. A passive checkpoint takes no writer lock, so
+// service writes go on while it runs; on the writer, as SQLite's automatic
+// checkpoints run, a rekey's big WAL would hold each of them for as long
+// as the copy took.
+type checkpointer struct {
+	db      *sql.DB // one connection
+	mu      sync.Mutex
+	running bool
+	closed  bool
+	done    int // checkpoints run
+	wg      sync.WaitGroup
+}
+
+// kick starts a checkpoint unless one is running. A failed checkpoint
+// leaves the WAL as it was, for the next one or Sync.
+func (c *checkpointer) kick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running || c.closed || c.db == nil {
+		return
+	}
+	c.running = true
+	c.wg.Go(func() {
+		c.db.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+		c.mu.Lock()
+		c.running = false
+		c.done++
+		c.mu.Unlock()
+	})
+}
+
+func (c *checkpointer) close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.wg.Wait()
+	if c.db == nil {
+		return nil
+	}
+	return c.db.Close()
+}
