@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // the driver kmd uses
@@ -235,11 +234,12 @@ func (s *sqliteDB) load() error {
 }
 
 // rewrite is one run of the SQLite floor: every row rewritten in place,
-// with a new mk and a new 285-byte ct, by id, in batches of the engine's
-// size, each in one transaction at synchronous=NORMAL, without reading
-// anything. perRow false: one UPDATE statement per batch (UPDATE ... FROM
-// a VALUES list); true: one UPDATE per row in the batch's transaction. It
-// ends with a FULL-synchronous commit, as the engine's VERIFY does.
+// with a new mk and a new 285-byte ct, in batches of the engine's size,
+// each in one transaction at synchronous=NORMAL. perRow false: one UPDATE
+// statement per batch over a range of ids, SQLite making each row's new
+// ct itself (randomblob), nothing bound per row; true: one UPDATE per row
+// in the batch's transaction, binding its new ct. It ends with a
+// FULL-synchronous commit, as the engine's VERIFY does.
 func (s *sqliteDB) rewrite(perRow bool) (time.Duration, error) {
 	ctx := context.Background()
 	batchSize := rekey.DefaultBatchSize
@@ -254,35 +254,14 @@ func (s *sqliteDB) rewrite(perRow bool) (time.Duration, error) {
 		return 0, err
 	}
 	defer conn.Close()
-	multi := func(rows int) string {
-		var b strings.Builder
-		b.WriteString(`WITH v(id, ct) AS (VALUES `)
-		for i := range rows {
-			if i > 0 {
-				b.WriteString(",")
-			}
-			b.WriteString("(?,?)")
-		}
-		b.WriteString(`) UPDATE entries SET mk = ?, ct = v.ct FROM v WHERE entries.id = v.id`)
-		return b.String()
-	}
 	begin := time.Now()
-	// The full batch's statement is prepared once, as the engine's would be.
-	fullBatch, err := conn.PrepareContext(ctx, multi(batchSize))
-	if err != nil {
-		return 0, err
-	}
-	defer fullBatch.Close()
 	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
 		return 0, err
 	}
 	done := 0
 	// The rows were loaded in order, so their ids are 1..n.
 	for lo := int64(1); lo <= int64(s.n); lo += int64(batchSize) {
-		var ids []int64
-		for id := lo; id < lo+int64(batchSize) && id <= int64(s.n); id++ {
-			ids = append(ids, id)
-		}
+		hi := min(lo+int64(batchSize)-1, int64(s.n))
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			return 0, err
@@ -293,33 +272,21 @@ func (s *sqliteDB) rewrite(perRow bool) (time.Duration, error) {
 				tx.Rollback()
 				return 0, err
 			}
-			for i, id := range ids {
-				if _, err := st.ExecContext(ctx, to, cts[i%len(cts)], id); err != nil {
+			for id := lo; id <= hi; id++ {
+				if _, err := st.ExecContext(ctx, to, cts[id%int64(len(cts))], id); err != nil {
 					tx.Rollback()
 					return 0, err
 				}
 			}
 			st.Close()
-		} else {
-			args := make([]any, 0, 2*len(ids)+1)
-			for i, id := range ids {
-				args = append(args, id, cts[i%len(cts)])
-			}
-			args = append(args, to)
-			if len(ids) == batchSize {
-				_, err = tx.StmtContext(ctx, fullBatch).ExecContext(ctx, args...)
-			} else {
-				_, err = tx.ExecContext(ctx, multi(len(ids)), args...)
-			}
-			if err != nil {
-				tx.Rollback()
-				return 0, err
-			}
+		} else if _, err := tx.ExecContext(ctx, `UPDATE entries SET mk = ?, ct = randomblob(?) WHERE id BETWEEN ? AND ?`, to, valueSize+sealOverhead, lo, hi); err != nil {
+			tx.Rollback()
+			return 0, err
 		}
 		if err := tx.Commit(); err != nil {
 			return 0, err
 		}
-		done += len(ids)
+		done += int(hi - lo + 1)
 	}
 	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
 		return 0, err

@@ -186,8 +186,8 @@ const (
 	rowImport      = "kmctl entry import"
 	rowImportRSS   = "kmd peak RSS during the import (VmHWM)"
 	rowAES         = "floor: AES-256-GCM open+seal (Go crypto)"
-	rowSQLBatch    = "floor: SQLite rewrite, one UPDATE per batch"
-	rowSQLRow      = "floor: SQLite rewrite, one UPDATE per row (as Rewrap)"
+	rowSQLBatch    = "floor: SQLite rewrite, one UPDATE per batch (id range, randomblob)"
+	rowSQLRow      = "floor: SQLite rewrite, one UPDATE per row (bound values)"
 	rowCipherDef   = "SQLCipher PRAGMA rekey, defaults"
 	rowCipher4k    = "SQLCipher PRAGMA rekey, 4096-byte pages"
 	rowRekeyLoaded = "kmd rekey under load"
@@ -268,8 +268,8 @@ func (rp *report) targets() []target {
 		ratio("rekey "+nb+" / SQLCipher 4096-page rekey", big.rekey, big.cipher4k, 1.0),
 		ratio("rekey "+nb+" / SQLCipher default rekey", big.rekey, big.cipherDef, 0.5),
 	}
-	// The floor is the faster of the two SQLite rewrites: the literal one
-	// UPDATE statement per batch, or one per row in the batch's transaction.
+	// The floor is the faster of the two SQLite rewrites: one UPDATE
+	// statement per batch, or one per row in the batch's transaction.
 	floor, how := big.sqlBatch, "one UPDATE per batch"
 	if big.sqlRow.ok() && (!floor.ok() || big.sqlRow.median() < floor.median()) {
 		floor, how = big.sqlRow, "one UPDATE per row"
