@@ -5,13 +5,18 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kmd-project/kmd/api"
+	"github.com/kmd-project/kmd/api/server"
 )
 
 func importLine(name string, value []byte) string {
@@ -259,5 +264,52 @@ func TestExport_RoundTrip(t *testing.T) {
 		if err != nil || !bytes.Equal(got, want[n]) {
 			t.Fatalf("SIQ %q: %d bytes %v", n, len(got), err)
 		}
+	}
+}
+
+// An import holds its domain's read lock, which a rekey's SWITCH waits
+// for; a client that stalls mid-upload holds it only until the import's
+// idle timeout, and its import fails whole.
+func TestImport_StalledClientLetsGo(t *testing.T) {
+	defer server.SetImportIdle(500 * time.Millisecond)()
+	k := startKMD(t, kmdOptions{})
+	ctx := t.Context()
+	before, err := k.c.ClusterStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("unix", k.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	line := importLine("stalled", []byte("v")) + "\n"
+	fmt.Fprintf(conn, "POST /v1/domains/S3/import HTTP/1.1\r\nHost: kmd\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(line), line)
+	// The first line is in; now the client sends nothing more.
+	if _, err := k.c.StartRekey(ctx, api.ScopeCluster, []string{"S3"}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "nothing received for 500ms") {
+		t.Fatalf("stalled import = %d %s, want 400 naming the pause", resp.StatusCode, body)
+	}
+	waitFor(t, "the rekey of S3 to end", func() bool {
+		st, err := k.c.ClusterStatus(ctx)
+		if err != nil {
+			return false
+		}
+		for i, d := range st.Domains {
+			if d.Domain == "S3" {
+				return d.Rekey == nil && d.Status == "ACTIVE" && d.KeyID != before.Domains[i].KeyID
+			}
+		}
+		return false
+	})
+	if _, _, err := k.c.Get(ctx, "S3", "stalled"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("the stalled import left its first entry: %v", err)
 	}
 }

@@ -410,8 +410,13 @@ func (s *Server) importEntries(w http.ResponseWriter, r *http.Request) {
 	if v == nil {
 		return
 	}
-	rd := newImportReader(r.Body)
+	body := newIdleBody(w, r.Body, time.Duration(importIdle.Load()))
+	defer body.done()
+	rd := newImportReader(body)
 	n, err := v.Import(r.Context(), rd.next)
+	if pause := body.stalled(); err != nil && pause != nil {
+		err = pause
+	}
 	var dup *provider.DuplicateError
 	if errors.As(err, &dup) {
 		err = badRequestf(fmt.Sprintf("line %d: name %q is already on an earlier line; want each name once", rd.line(dup.Index), dup.Name))
