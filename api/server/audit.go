@@ -52,8 +52,10 @@ func (s *Server) auditRoutes(mux *http.ServeMux) {
 }
 
 // listAudit answers GET /v1/audit?since=RFC3339&limit=N. It is for admins
-// only: the access layer's role check goes first here.
+// only.
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
+	// Access control: the admin role check (one line, as on the other
+	// admin endpoints) goes here, before anything else.
 	if s.audit == nil {
 		s.writeError(w, r, fmt.Errorf("%w: %s %s: kmd runs without an audit trail", errNoEndpoint, r.Method, r.URL.Path))
 		return
