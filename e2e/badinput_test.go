@@ -66,7 +66,10 @@ type rawRequest struct {
 // row. What the stores hold is compared instead through status (entry
 // counts, key ids) and S3's export, and the .db files' sizes and mtimes
 // stay in. kmd's log lives outside the data dir and legitimately records
-// refusals; events.jsonl stays in (a refusal raises no event).
+// refusals; events.jsonl stays in (a refusal raises no event). audit.log
+// legitimately records refusals too: its name stays in, and instead of
+// its size and mtime its records whose outcome is ok are compared, so a
+// refusal may add refused records but no record of something done.
 //
 // Overlap with TestUsageErrors: it covers kmctl's argument-count and
 // rotation-value errors broadly (35 command lines plus 14 rotation values
@@ -390,7 +393,7 @@ func takeSnapshot(t *testing.T, d *daemon) snapshot {
 			files = append(files, rel+"/")
 			return nil
 		}
-		if strings.HasSuffix(path, "-shm") || strings.HasSuffix(path, "-wal") {
+		if strings.HasSuffix(path, "-shm") || strings.HasSuffix(path, "-wal") || rel == "audit.log" {
 			files = append(files, rel)
 			return nil
 		}
@@ -406,7 +409,29 @@ func takeSnapshot(t *testing.T, d *daemon) snapshot {
 	}
 	slices.Sort(files)
 	s["files"] = strings.Join(files, "\n")
+	s["audit.log, records of things done"] = auditDone(t, d)
 	return s
+}
+
+// auditDone returns the lines of the data dir's audit.log whose outcome is
+// ok, read from the file.
+func auditDone(t *testing.T, d *daemon) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(d.dataDir, "audit.log"))
+	if err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	var done []string
+	for line := range strings.Lines(string(b)) {
+		var r auditRecord
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("snapshot: audit.log line %q: %v", line, err)
+		}
+		if r.Outcome == "ok" {
+			done = append(done, strings.TrimSuffix(line, "\n"))
+		}
+	}
+	return strings.Join(done, "\n")
 }
 
 // diff says what differs; S3's export only by name, as it holds values.

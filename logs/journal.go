@@ -1,13 +1,11 @@
 package logs
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kmd-project/kmd/internal/fsx"
+	"github.com/kmd-project/kmd/internal/jsonl"
 )
 
 // Log field names of the journal, beside those of fields.go.
@@ -138,49 +137,29 @@ func openJournalFile(path string) (*os.File, error) {
 // torn append, and the file is cut after the last good line so that the next
 // append starts a line of its own.
 func (j *Journal) load() error {
-	r := bufio.NewReader(j.f)
-	var (
-		off     int64 // offset of the line being read
-		good    int64 // offset after the last good line
-		skipped int   // bad lines followed by good ones
-		badTail int   // bad lines after the last good one
-	)
-	for {
-		b, err := r.ReadBytes('\n')
-		if len(b) > 0 {
-			off += int64(len(b))
-			var e Event
-			if b[len(b)-1] != '\n' || json.Unmarshal(b, &e) != nil {
-				badTail++
-			} else {
-				skipped += badTail
-				badTail = 0
-				j.events = append(j.events, e)
-				j.seq = max(j.seq, e.Seq)
-				good = off
-			}
+	st, err := jsonl.Scan(j.f, func(_ int64, line []byte) bool {
+		var e Event
+		if json.Unmarshal(line, &e) != nil {
+			return false
 		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("read event journal: %w", err)
-		}
+		j.events = append(j.events, e)
+		j.seq = max(j.seq, e.Seq)
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("read event journal: %w", err)
 	}
-	if skipped > 0 {
+	if st.Skipped > 0 {
 		j.log.Warn("skip corrupt event journal lines",
-			zap.String(Path, j.path), zap.Int(Total, skipped))
+			zap.String(Path, j.path), zap.Int(Total, st.Skipped))
 	}
-	j.size = good
-	if good == off {
+	j.size = st.End
+	if !st.Torn() {
 		return nil
 	}
 	j.log.Warn("drop torn event journal tail", zap.String(Path, j.path))
-	if err := j.f.Truncate(good); err != nil {
-		return fmt.Errorf("truncate torn event journal: %w", err)
-	}
-	if err := j.f.Sync(); err != nil {
-		return fmt.Errorf("sync event journal: %w", err)
+	if err := jsonl.Truncate(j.f, st.End); err != nil {
+		return fmt.Errorf("event journal: %w", err)
 	}
 	return nil
 }
@@ -267,15 +246,8 @@ func (j *Journal) append(line []byte) error {
 	if j.f == nil {
 		return fmt.Errorf("append event: %w", os.ErrClosed)
 	}
-	n, err := j.f.Write(line)
+	n, err := jsonl.Append(j.f, j.size, line)
 	if err != nil {
-		// Cut a partial line so that the next append starts a line of
-		// its own.
-		if n > 0 {
-			if terr := j.f.Truncate(j.size); terr != nil {
-				err = errors.Join(err, fmt.Errorf("truncate partial append: %w", terr))
-			}
-		}
 		return fmt.Errorf("append event: %w", err)
 	}
 	j.size += int64(n)

@@ -35,11 +35,19 @@ type Server struct {
 	events  EventLister
 	lg      *zap.Logger
 	version string
+	audit   AuditTrail // nil: no audit trail
 }
 
+// Option configures a Server.
+type Option func(*Server)
+
 // New returns a server over reg.
-func New(reg *domains.Registry, events EventLister, lg *zap.Logger, version string) *Server {
-	return &Server{reg: reg, events: events, lg: lg, version: version}
+func New(reg *domains.Registry, events EventLister, lg *zap.Logger, version string, opts ...Option) *Server {
+	s := &Server{reg: reg, events: events, lg: lg, version: version}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 const (
@@ -61,14 +69,15 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT "+api.PathRekey+"{scope}", s.modifyRekey)
 	mux.HandleFunc("POST "+api.PathRekey+"{scope}", s.startRekey)
 	s.kmipRoutes(mux)
+	s.auditRoutes(mux)
 	mux.HandleFunc("/", s.noEndpoint)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.audited(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.EscapedPath(), api.PathDomains) {
 			s.routeDomain(w, r)
 			return
 		}
 		mux.ServeHTTP(w, r)
-	})
+	}))
 }
 
 var errNoEndpoint = errors.New("no such endpoint")

@@ -62,8 +62,10 @@ type kmd struct {
 }
 
 type kmdOptions struct {
-	dataDir string                    // "" for a fresh t.TempDir()
-	trace   func(domain, step string) // domains.Config.Trace
+	dataDir string                          // "" for a fresh t.TempDir()
+	trace   func(domain, step string)       // domains.Config.Trace
+	options []server.Option                 // given to server.New
+	wrap    func(http.Handler) http.Handler // wraps the server's Handler()
 }
 
 // startKMD opens a registry and serves its API on a unix socket until the
@@ -102,8 +104,12 @@ func startKMD(t *testing.T, o kmdOptions) *kmd {
 		t.Fatal(err)
 	}
 	resp := &responses{}
+	h := server.New(reg, journal, lg, "test", o.options...).Handler()
+	if o.wrap != nil {
+		h = o.wrap(h)
+	}
 	srv := &http.Server{
-		Handler:           resp.wrap(server.New(reg, journal, lg, "test").Handler()),
+		Handler:           resp.wrap(h),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go srv.Serve(ln)

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kmd-project/kmd/api/server"
+	"github.com/kmd-project/kmd/audit"
 	"github.com/kmd-project/kmd/domains"
 	"github.com/kmd-project/kmd/logs"
 )
@@ -80,6 +81,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer journal.Close()
+	trail, err := audit.Open(audit.Options{Dir: cfg.DataDir, Logger: lg})
+	if err != nil {
+		lock.Unlock()
+		return err
+	}
+	defer func() {
+		if err := trail.Close(); err != nil {
+			lg.Error("close audit trail", zap.Error(err))
+		}
+	}()
 	reg, err := domains.Open(ctx, domains.Config{
 		DataDir: cfg.DataDir, NodeID: cfg.NodeID, RetryInterval: cfg.RetryInterval,
 		Events: journal, Log: lg, Lock: lock,
@@ -99,7 +110,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	srv := &http.Server{
-		Handler:           server.New(reg, journal, lg, version).Handler(),
+		Handler:           server.New(reg, journal, lg, version, server.WithAudit(trail)).Handler(),
+		ConnContext:       peerCaller,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          zap.NewStdLog(lg.Named("http")),
 	}
