@@ -35,6 +35,7 @@ type Server struct {
 	events  EventLister
 	lg      *zap.Logger
 	version string
+	metrics http.Handler // GET /metrics; see WithMetrics
 }
 
 // New returns a server over reg.
@@ -61,6 +62,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT "+api.PathRekey+"{scope}", s.modifyRekey)
 	mux.HandleFunc("POST "+api.PathRekey+"{scope}", s.startRekey)
 	s.kmipRoutes(mux)
+	mux.Handle("GET "+api.PathMetrics, s.metricsHandler()) // monitor role, like status and events
 	mux.HandleFunc("/", s.noEndpoint)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.EscapedPath(), api.PathDomains) {

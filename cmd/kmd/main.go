@@ -21,6 +21,7 @@ import (
 	"github.com/kmd-project/kmd/api/server"
 	"github.com/kmd-project/kmd/domains"
 	"github.com/kmd-project/kmd/logs"
+	"github.com/kmd-project/kmd/metrics"
 )
 
 var version = "dev"
@@ -80,9 +81,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer journal.Close()
+	rekeys := metrics.NewRekeys()
 	reg, err := domains.Open(ctx, domains.Config{
 		DataDir: cfg.DataDir, NodeID: cfg.NodeID, RetryInterval: cfg.RetryInterval,
-		Events: journal, Log: lg, Lock: lock,
+		Events: journal, Log: lg, Lock: lock, OnRekeyEnd: rekeys.Observe,
 	})
 	if err != nil {
 		lock.Unlock()
@@ -99,7 +101,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	srv := &http.Server{
-		Handler:           server.New(reg, journal, lg, version).Handler(),
+		Handler:           server.New(reg, journal, lg, version).WithMetrics(metrics.Handler(reg, rekeys, lg)).Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          zap.NewStdLog(lg.Named("http")),
 	}
