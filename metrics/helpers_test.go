@@ -40,11 +40,20 @@ type fixture struct {
 
 	mu    sync.Mutex
 	trace func(domain, step string)
+
+	close func() error // closes the registry once
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{t: t, dir: filepath.Join(t.TempDir(), "data")}
+	return openFixture(t, filepath.Join(t.TempDir(), "data"))
+}
+
+// openFixture opens a registry on dir, closed at the latest when the test
+// ends.
+func openFixture(t *testing.T, dir string) *fixture {
+	t.Helper()
+	f := &fixture{t: t, dir: dir}
 	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	rk := metrics.NewRekeys()
 	reg, err := domains.Open(context.Background(), domains.Config{
@@ -63,8 +72,9 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.close = sync.OnceValue(reg.Close)
 	t.Cleanup(func() {
-		if err := reg.Close(); err != nil {
+		if err := f.close(); err != nil {
 			t.Errorf("close registry: %v", err)
 		}
 	})

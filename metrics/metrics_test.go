@@ -4,6 +4,9 @@ import (
 	"context"
 	"maps"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -39,6 +42,7 @@ func checkStates(t *testing.T, s *scrape, domain, want string) {
 // TestMetrics_Rekey scrapes a new registry, then during and after a rekey
 // of FTP, and checks the values against the registry's status.
 func TestMetrics_Rekey(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	const n = 25
 	names := f.fill("FTP", "ftp-user", n)
@@ -204,6 +208,7 @@ func checkBuckets(t *testing.T, h *dto.Histogram) {
 // resets them, and the entries re-encrypted over all runs add up to the
 // domain's entries.
 func TestMetrics_FailedRekey(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	const n = 30
 	names := f.fill("S3", "s3-key", n)
@@ -281,6 +286,7 @@ func TestMetrics_FailedRekey(t *testing.T) {
 // TestMetrics_Families holds metrics.Families to a scrape in which every
 // family shows: a rotation set, one rekey running and one failed.
 func TestMetrics_Families(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.fill("FTP", "ftp", 25)
 	f.corrupt("S3", f.fill("S3", "s3", 5)[2])
@@ -324,5 +330,54 @@ func TestMetrics_Families(t *testing.T) {
 	}
 	for name := range want {
 		t.Errorf("%s is in metrics.Families but not exported", name)
+	}
+}
+
+// TestMetrics_UnavailableDomain: a domain that could not be opened is
+// FAILED, with no key or entry series, and the scrape still answers.
+func TestMetrics_UnavailableDomain(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.fill("SNMP", "community", 4)
+	if err := f.close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(f.reg.StorePath("SNMP")); err != nil {
+		t.Fatal(err)
+	}
+	f = openFixture(t, f.dir)
+	if st := f.status("SNMP"); st.Status != domains.StatusFailed {
+		t.Fatalf("SNMP without its store: %+v, want FAILED", st)
+	}
+	s := f.scrape()
+	s.lint()
+	checkStates(t, s, "SNMP", domains.StatusFailed)
+	for _, name := range []string{"kmd_entries", "kmd_master_key_age_seconds", "kmd_master_key_created_timestamp_seconds"} {
+		if m := s.series(name, "domain", "SNMP"); len(m) != 0 {
+			t.Errorf("%s of the unavailable SNMP: %v", name, m)
+		}
+	}
+	checkStates(t, s, "FTP", domains.StatusActive)
+	if got := s.entriesByKey("FTP"); len(got) != 1 {
+		t.Errorf("FTP entries by key %v, want its one key", got)
+	}
+}
+
+// TestMetrics_OnlyGET: /metrics answers GET; another method is no
+// endpoint of the API.
+func TestMetrics_OnlyGET(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
+		rec := httptest.NewRecorder()
+		f.h.ServeHTTP(rec, httptest.NewRequest(method, "/metrics", nil))
+		if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), `"code"`) {
+			t.Errorf("%s /metrics: %d %s, want 404 with the API's error body", method, rec.Code, rec.Body)
+		}
+	}
+	rec := httptest.NewRecorder()
+	f.h.ServeHTTP(rec, httptest.NewRequest(http.MethodHead, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("HEAD /metrics: %d", rec.Code)
 	}
 }
