@@ -17,6 +17,8 @@ const (
 	PathStatus = "/v1/status/"
 	// PathRekey + "{scope}": GET view, PUT modify, POST start.
 	PathRekey = "/v1/rekey/"
+	// PathMetrics: Prometheus metrics (text format), GET.
+	PathMetrics = "/metrics"
 )
 
 // Scopes.

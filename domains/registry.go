@@ -62,6 +62,9 @@ type Config struct {
 	// Sources holds key sources other than the local one, by location.
 	Sources map[string]provider.KeySource
 	SQLite  provider.SQLiteOptions
+	// OnRekeyEnd, if set, is told of every rekey or migration run that
+	// completes or fails (rekey.Config.OnEnd); metrics count them.
+	OnRekeyEnd func(rekey.End)
 	// Trace, if set, is called at each step of every rekey (tests).
 	Trace func(domain, step string)
 	// Lock, if set, is the data dir's lock already taken with LockDataDir;
@@ -282,7 +285,7 @@ func (r *Registry) open(ctx context.Context, name string) *Domain {
 	d.engine, err = rekey.New(ctx, rekey.Config{
 		Domain: name, Scope: d.Scope, Node: r.cfg.NodeID, Vault: d.Vault, Sources: r.Sources,
 		Events: r.cfg.Events, Log: r.lg, Clock: r.cfg.Clock, RetryInterval: r.cfg.RetryInterval,
-		BatchSize: r.cfg.BatchSize, OnFinish: r.finished, Trace: trace,
+		BatchSize: r.cfg.BatchSize, OnFinish: r.finished, OnEnd: r.cfg.OnRekeyEnd, Trace: trace,
 	})
 	if err != nil {
 		d.openErr = err

@@ -29,6 +29,9 @@ type Status struct {
 	Entries     int64
 	Rekey       *Progress
 	NextRetry   *time.Time
+	// Failures counts the runs of the pending rekey that failed, in a row;
+	// 0 when none is pending or it has not failed yet.
+	Failures int
 }
 
 // keyStatus fills the current MK's columns.
@@ -84,6 +87,7 @@ func (r *Registry) domainStatus(ctx context.Context, d *Domain) Status {
 		s.Entries = n
 	}
 	es := d.engine.Status()
+	s.Failures = es.Failures
 	switch {
 	case es.Failed():
 		s.Status, s.Error = StatusFailed, es.Error

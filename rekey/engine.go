@@ -53,6 +53,9 @@ type Config struct {
 	// OnFinish, if set, is called when a run completes (err == nil) or fails;
 	// not when it is interrupted by Close.
 	OnFinish func(domain string, err error)
+	// OnEnd, if set, is told of every run that completes or fails, before
+	// OnFinish; not of runs interrupted by Close, nor of a domain's first MK.
+	OnEnd func(End)
 	// Trace, if set, is called at every step of the state machine with the
 	// step's name. Tests use it to crash or fail at chosen points.
 	Trace func(step string)
@@ -74,6 +77,7 @@ type Engine struct {
 	closed  bool
 
 	done   atomic.Int64 // entries rewrapped in this rekey
+	runRew atomic.Int64 // entries rewrapped by this run
 	passes int          // REWRAP passes of this run that VERIFY found short
 }
 
@@ -268,6 +272,7 @@ func (e *Engine) RetryIfDue(now time.Time) bool {
 func (e *Engine) launchLocked() {
 	e.running = true
 	e.passes = 0
+	e.runRew.Store(0)
 	e.state.Attempts++
 	e.state.Error, e.state.FailedAt, e.state.NextRetry = "", time.Time{}, time.Time{}
 	e.wg.Add(1)
@@ -277,6 +282,9 @@ func (e *Engine) launchLocked() {
 func (e *Engine) run() {
 	defer e.wg.Done()
 	start := time.Now()
+	e.mu.Lock()
+	begun := e.state
+	e.mu.Unlock()
 	err := e.drive(e.ctx)
 	interrupted := err != nil && e.ctx.Err() != nil
 	if err != nil && !interrupted {
@@ -296,6 +304,13 @@ func (e *Engine) run() {
 	}
 	// Still marked running: whoever tracks completions records this one
 	// before anyone can see the domain idle.
+	if e.cfg.OnEnd != nil && begun.Op != OpInit {
+		end := End{Domain: e.cfg.Domain, Scope: e.cfg.Scope, Op: begun.Op, Err: err, Rewrapped: e.runRew.Load()}
+		if err == nil {
+			end.Elapsed = max(e.now().Sub(begun.Started), 0)
+		}
+		e.cfg.OnEnd(end)
+	}
 	if e.cfg.OnFinish != nil {
 		e.cfg.OnFinish(e.cfg.Domain, err)
 	}
@@ -308,6 +323,7 @@ func (e *Engine) fail(err error) {
 	e.mu.Unlock()
 	now := e.now()
 	st.Error, st.FailedAt, st.NextRetry = err.Error(), now, now.Add(e.cfg.RetryInterval)
+	st.Failures++
 	if fault := provider.StorageFault(err); fault != "" {
 		st.Error += " (" + fault + ")"
 	}
@@ -513,6 +529,7 @@ func (e *Engine) rewrap(ctx context.Context, st State) error {
 			return fmt.Errorf("rewrap %s: %w", e.cfg.Domain, err)
 		}
 		e.done.Add(int64(n))
+		e.runRew.Add(int64(n))
 		e.trace("rewrap:batch")
 		if next == after {
 			break
@@ -660,6 +677,7 @@ type Status struct {
 	Started   time.Time
 	Attempts  int
 	NextRetry time.Time // zero unless Failed
+	Failures  int       // runs of this rekey that failed; 0 once it completes
 }
 
 // Pending reports whether a rekey is under way, running or not.
@@ -674,7 +692,8 @@ func (e *Engine) Status() Status {
 	defer e.mu.Unlock()
 	st := e.state
 	s := Status{Phase: st.Phase, Op: st.Op, From: st.From, To: st.To, Target: st.Target, Running: e.running, Error: st.Error,
-		Total: st.Total, Started: st.Started, Attempts: st.Attempts, NextRetry: st.NextRetry}
+		Total: st.Total, Started: st.Started, Attempts: st.Attempts, NextRetry: st.NextRetry,
+		Failures: st.Failures}
 	if st.Phase != PhaseNone && st.Op != OpInit {
 		s.Done = min(e.done.Load(), st.Total)
 		if st.Phase == PhaseVerify || st.Phase == PhaseDestroy {
@@ -682,4 +701,17 @@ func (e *Engine) Status() Status {
 		}
 	}
 	return s
+}
+
+// End is a rekey run that ended: it completed (Err is nil) or failed.
+type End struct {
+	Domain, Scope string
+	Op            string // OpRekey or OpMigrate
+	Err           error
+	// Elapsed is, for a run that completed the rekey, the time from the
+	// rekey's start to its end on the engine's clock: earlier failed runs,
+	// the waits for their retries and restarts in between included.
+	Elapsed time.Duration
+	// Rewrapped is how many entries this run re-encrypted.
+	Rewrapped int64
 }

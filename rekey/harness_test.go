@@ -185,6 +185,7 @@ type envOpts struct {
 	events *recorder // what the events already hold (default: nothing)
 	trace  func(step string)
 	clock  *fakeClock
+	onEnd  func(End) // Config.OnEnd
 }
 
 func openEnv(t testing.TB, dir string, o envOpts) *env {
@@ -214,6 +215,7 @@ func openEnv(t testing.TB, dir string, o envOpts) *env {
 		Domain: testDomain, Vault: e.vault, Sources: e.sources, Events: e.events,
 		Log: zaptest.NewLogger(t), Clock: e.clock, RetryInterval: 15 * time.Minute, BatchSize: o.batch,
 		OnFinish: func(_ string, err error) { e.done <- err },
+		OnEnd:    o.onEnd,
 		Trace: func(step string) {
 			if e.trace != nil {
 				e.trace(step)

@@ -53,6 +53,7 @@ type State struct {
 	Error     string    `json:"error,omitempty"` // why the last run failed
 	FailedAt  time.Time `json:"failed_at,omitzero"`
 	NextRetry time.Time `json:"next_retry,omitzero"`
+	Failures  int       `json:"failures,omitempty"` // runs of this rekey that failed
 }
 
 func loadState(ctx context.Context, s provider.Store) (State, error) {

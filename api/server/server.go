@@ -35,7 +35,8 @@ type Server struct {
 	events  EventLister
 	lg      *zap.Logger
 	version string
-	audit   AuditTrail // nil: no audit trail
+	audit   AuditTrail   // nil: no audit trail
+	metrics http.Handler // GET /metrics; see WithMetrics
 }
 
 // Option configures a Server.
@@ -70,6 +71,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+api.PathRekey+"{scope}", s.startRekey)
 	s.kmipRoutes(mux)
 	s.auditRoutes(mux)
+	mux.Handle("GET "+api.PathMetrics, s.metricsHandler()) // monitor role, like status and events
 	mux.HandleFunc("/", s.noEndpoint)
 	return s.audited(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.EscapedPath(), api.PathDomains) {

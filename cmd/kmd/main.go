@@ -22,6 +22,7 @@ import (
 	"github.com/kmd-project/kmd/audit"
 	"github.com/kmd-project/kmd/domains"
 	"github.com/kmd-project/kmd/logs"
+	"github.com/kmd-project/kmd/metrics"
 )
 
 var version = "dev"
@@ -91,9 +92,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			lg.Error("close audit trail", zap.Error(err))
 		}
 	}()
+	rekeys := metrics.NewRekeys()
 	reg, err := domains.Open(ctx, domains.Config{
 		DataDir: cfg.DataDir, NodeID: cfg.NodeID, RetryInterval: cfg.RetryInterval,
-		Events: journal, Log: lg, Lock: lock,
+		Events: journal, Log: lg, Lock: lock, OnRekeyEnd: rekeys.Observe,
 	})
 	if err != nil {
 		lock.Unlock()
@@ -110,7 +112,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	srv := &http.Server{
-		Handler:           server.New(reg, journal, lg, version, server.WithAudit(trail)).Handler(),
+		Handler:           server.New(reg, journal, lg, version, server.WithAudit(trail)).WithMetrics(metrics.Handler(reg, rekeys, lg)).Handler(),
 		ConnContext:       peerCaller,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          zap.NewStdLog(lg.Named("http")),
