@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/kmd-project/kmd/access"
 	"github.com/kmd-project/kmd/api"
 	"github.com/kmd-project/kmd/api/server"
 	"github.com/kmd-project/kmd/domains"
@@ -52,6 +53,7 @@ type kmd struct {
 	journal *logs.Journal
 	logs    *observer.ObservedLogs
 	resp    *responses
+	handler http.Handler // the API as served on the socket, for other listeners
 
 	closeReg  func() error     // closes the registry once
 	forbidden forbiddenStrings // may appear in no answer and no log line
@@ -64,6 +66,8 @@ type kmd struct {
 type kmdOptions struct {
 	dataDir string                    // "" for a fresh t.TempDir()
 	trace   func(domain, step string) // domains.Config.Trace
+	// serverOpts are given to server.New.
+	serverOpts []server.Option
 }
 
 // startKMD opens a registry and serves its API on a unix socket until the
@@ -102,15 +106,17 @@ func startKMD(t *testing.T, o kmdOptions) *kmd {
 		t.Fatal(err)
 	}
 	resp := &responses{}
+	handler := resp.wrap(server.New(reg, journal, lg, "test", o.serverOpts...).Handler())
 	srv := &http.Server{
-		Handler:           resp.wrap(server.New(reg, journal, lg, "test").Handler()),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext:       access.ConnContext,
 	}
 	go srv.Serve(ln)
 
 	k := &kmd{
 		dir: dir, socket: socket, c: api.NewClient(socket), raw: rawClient(socket),
-		reg: reg, journal: journal, logs: obs, resp: resp,
+		reg: reg, journal: journal, logs: obs, resp: resp, handler: handler,
 		closeReg: sync.OnceValue(reg.Close),
 	}
 	t.Cleanup(func() {
