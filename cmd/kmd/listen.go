@@ -34,7 +34,7 @@ func checkListen(v string) error {
 		return fmt.Errorf("invalid address %q: want HOST:PORT such as 127.0.0.1:8443, [::1]:8443 or :8443", v)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("invalid port %q in %q: want a number from 1 to 65535", port, v)
+		return fmt.Errorf("invalid port %q in %q: want a number from 1 to 65535 (0: any free port)", port, v)
 	}
 	return nil
 }

@@ -128,6 +128,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv := &http.Server{
 		Handler:           server.New(reg, journal, lg, version, server.WithPolicy(policy)).Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute, // --listen is on the network: no idle connection is kept forever
 		ErrorLog:          zap.NewStdLog(lg.Named("http")),
 		ConnContext:       access.ConnContext, // the socket peer's credentials
 	}
