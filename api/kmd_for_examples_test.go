@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/kmd-project/kmd/access"
 	"github.com/kmd-project/kmd/api/server"
 	"github.com/kmd-project/kmd/domains"
 	"github.com/kmd-project/kmd/logs"
@@ -45,7 +46,8 @@ func startKMD() (socket string, stop func()) {
 	if err != nil {
 		panic(err)
 	}
-	srv := &http.Server{Handler: server.New(reg, journal, lg, "example").Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: server.New(reg, journal, lg, "example").Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: access.ConnContext}
 	go srv.Serve(ln)
 	return socket, func() {
 		srv.Close()

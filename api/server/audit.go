@@ -47,15 +47,9 @@ const (
 	auditActionOther = "request"
 )
 
-func (s *Server) auditRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+api.PathAudit, s.listAudit)
-}
-
 // listAudit answers GET /v1/audit?since=RFC3339&limit=N. It is for admins
 // only.
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
-	// Access control: the admin role check (one line, as on the other
-	// admin endpoints) goes here, before anything else.
 	if s.audit == nil {
 		s.writeError(w, r, fmt.Errorf("%w: %s %s: kmd runs without an audit trail", errNoEndpoint, r.Method, r.URL.Path))
 		return

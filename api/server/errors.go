@@ -25,9 +25,12 @@ func badRequestf(msg string) error { return &badRequest{msg: msg} }
 // httpError is the one place where errors become statuses and codes.
 func httpError(err error) (int, string) {
 	var br *badRequest
+	var fb *forbidden
 	switch {
 	case errors.As(err, &br):
 		return http.StatusBadRequest, api.CodeBadRequest
+	case errors.As(err, &fb):
+		return http.StatusForbidden, api.CodeForbidden
 	case errors.Is(err, kmip.ErrConfig):
 		return http.StatusBadRequest, api.CodeInvalidValue
 	case errors.Is(err, domains.ErrUnknownServer):

@@ -29,6 +29,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/kmd-project/kmd/access"
 	"github.com/kmd-project/kmd/api"
 	"github.com/kmd-project/kmd/domains"
 	"github.com/kmd-project/kmd/logs"
@@ -87,9 +88,10 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	return &fuzzServer{dir: dir, reg: reg, h: New(reg, journal, zap.NewNop(), "fuzz").Handler()}
 }
 
-// call serves one request in process.
+// call serves one request in process, from root on the socket.
 func (s *fuzzServer) call(method, target string, hdr http.Header, body []byte) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, target, bytes.NewReader(body))
+	req = req.WithContext(access.WithPeer(req.Context(), &access.Peer{UID: 0, GID: 0, GIDs: []int{0}, Socket: "fuzz.sock"}))
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
@@ -510,7 +512,7 @@ func FuzzEntryName(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second, ConnContext: access.ConnContext}
 	go srv.Serve(ln)
 	f.Cleanup(func() { srv.Close() })
 	c := api.NewClient(sock)

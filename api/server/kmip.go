@@ -13,7 +13,8 @@ import (
 	"github.com/kmd-project/kmd/provider"
 )
 
-func (s *Server) kmipRoutes(mux *http.ServeMux) {
+// kmipRoutes registers the KMIP routes: all of them for admins only.
+func (s *Server) kmipRoutes(mux routes) {
 	mux.HandleFunc("GET "+api.PathKMIPServers, s.listKMIPServers)
 	mux.HandleFunc("POST "+api.PathKMIPServers, s.createKMIPServer)
 	mux.HandleFunc("GET "+api.PathKMIPServers+"{name}", s.viewKMIPServer)

@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/kmd-project/kmd/access"
 	"github.com/kmd-project/kmd/api"
 	"github.com/kmd-project/kmd/domains"
 	"github.com/kmd-project/kmd/logs"
@@ -37,6 +38,9 @@ type Server struct {
 	version string
 	audit   AuditTrail   // nil: no audit trail
 	metrics http.Handler // GET /metrics; see WithMetrics
+
+	policy         *access.Policy  // who holds which role (access.go)
+	authenticators []Authenticator // who else may call
 }
 
 // Option configures a Server.
@@ -47,6 +51,9 @@ func New(reg *domains.Registry, events EventLister, lg *zap.Logger, version stri
 	s := &Server{reg: reg, events: events, lg: lg, version: version}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.policy == nil {
+		s.policy = defaultPolicy()
 	}
 	return s
 }
@@ -60,26 +67,29 @@ const (
 	maxImportLine = 128 << 10
 )
 
-// Handler returns the API's routes.
+// Handler returns the API's routes. Every request first gets its caller
+// (identify); every route then checks the caller's role (routes,
+// routeDomain): mux.HandleFunc registers a route for admins only.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+api.PathVersion, s.getVersion)
-	mux.HandleFunc("GET "+api.PathEvents, s.listEvents)
-	mux.HandleFunc("GET "+api.PathStatus+"{scope}", s.getStatus)
-	mux.HandleFunc("GET "+api.PathRekey+"{scope}", s.getRekey)
-	mux.HandleFunc("PUT "+api.PathRekey+"{scope}", s.modifyRekey)
-	mux.HandleFunc("POST "+api.PathRekey+"{scope}", s.startRekey)
+	mux := routes{s: s, mux: http.NewServeMux()}
+	mux.open("GET "+api.PathVersion, s.getVersion)
+	mux.need("GET "+api.PathEvents, access.Monitor, "list the events", s.listEvents)
+	mux.need("GET "+api.PathStatus+"{scope}", access.Monitor, "read the status of {scope}", s.getStatus)
+	mux.need("GET "+api.PathRekey+"{scope}", access.Monitor, "view the rekey schedule of {scope}", s.getRekey)
+	mux.need("PUT "+api.PathRekey+"{scope}", access.Admin, "change the key rotation of {scope}", s.modifyRekey)
+	mux.need("POST "+api.PathRekey+"{scope}", access.Admin, "start a rekey of {scope}", s.startRekey)
 	s.kmipRoutes(mux)
-	s.auditRoutes(mux)
-	mux.Handle("GET "+api.PathMetrics, s.metricsHandler()) // monitor role, like status and events
+	mux.need("GET "+api.PathAudit, access.Admin, "list the audit trail", s.listAudit)
+	mux.need("GET "+api.PathMetrics, access.Monitor, "read the metrics", s.metricsHandler().ServeHTTP)
 	mux.HandleFunc("/", s.noEndpoint)
-	return s.audited(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// The caller first, so that the audit trail records who asked.
+	return s.identify(s.audited(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.EscapedPath(), api.PathDomains) {
 			s.routeDomain(w, r)
 			return
 		}
 		mux.ServeHTTP(w, r)
-	}))
+	})))
 }
 
 var errNoEndpoint = errors.New("no such endpoint")
@@ -105,23 +115,36 @@ func (s *Server) routeDomain(w http.ResponseWriter, r *http.Request) {
 	if method == http.MethodHead {
 		method = http.MethodGet // as ServeMux does; net/http drops the body
 	}
+	// The role is checked before anything is looked up, so that no
+	// caller learns from a 404 what it may not read.
 	var h http.HandlerFunc
+	domain := segs[0]
+	role, what := access.Service(domain), ""
 	switch {
 	case len(segs) == 2 && segs[1] == "entries" && method == http.MethodGet:
-		h = s.listEntries
+		h, what = s.listEntries, "list the entries of "+shown(domain)
 	case len(segs) == 3 && segs[1] == "entries":
-		h = map[string]http.HandlerFunc{http.MethodGet: s.getEntry, http.MethodPut: s.putEntry, http.MethodDelete: s.deleteEntry}[method]
+		switch method {
+		case http.MethodGet:
+			h, what = s.getEntry, "read entries of "+shown(domain)
+		case http.MethodPut:
+			h, what = s.putEntry, "write entries of "+shown(domain)
+		case http.MethodDelete:
+			h, what = s.deleteEntry, "delete entries of "+shown(domain)
+		}
 		r.SetPathValue("name", segs[2])
 	case len(segs) == 2 && segs[1] == "import" && method == http.MethodPost:
-		h = s.importEntries
+		h, what = s.importEntries, "import entries into "+shown(domain)
 	case len(segs) == 2 && segs[1] == "export" && method == http.MethodGet:
-		h = s.exportEntries
+		h, role, what = s.exportEntries, access.Admin, "export the entries of "+shown(domain)
 	}
 	if h == nil {
-		s.noEndpoint(w, r)
+		h, role, what = s.noEndpoint, access.Admin, r.Method+" "+shown(r.URL.Path)
+	}
+	if !s.require(w, r, role, what) {
 		return
 	}
-	r.SetPathValue("domain", segs[0])
+	r.SetPathValue("domain", domain)
 	h(w, r)
 }
 

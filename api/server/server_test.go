@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/kmd-project/kmd/access"
 	"github.com/kmd-project/kmd/api"
 	"github.com/kmd-project/kmd/api/server"
 	"github.com/kmd-project/kmd/domains"
@@ -52,6 +53,7 @@ type kmd struct {
 	journal *logs.Journal
 	logs    *observer.ObservedLogs
 	resp    *responses
+	handler http.Handler // the API as served on the socket, for other listeners
 
 	closeReg  func() error     // closes the registry once
 	forbidden forbiddenStrings // may appear in no answer and no log line
@@ -66,6 +68,8 @@ type kmdOptions struct {
 	trace   func(domain, step string)       // domains.Config.Trace
 	options []server.Option                 // given to server.New
 	wrap    func(http.Handler) http.Handler // wraps the server's Handler()
+	// serverOpts are given to server.New too, after options.
+	serverOpts []server.Option
 }
 
 // startKMD opens a registry and serves its API on a unix socket until the
@@ -104,19 +108,21 @@ func startKMD(t *testing.T, o kmdOptions) *kmd {
 		t.Fatal(err)
 	}
 	resp := &responses{}
-	h := server.New(reg, journal, lg, "test", o.options...).Handler()
+	h := server.New(reg, journal, lg, "test", append(o.options, o.serverOpts...)...).Handler()
 	if o.wrap != nil {
 		h = o.wrap(h)
 	}
+	handler := resp.wrap(h)
 	srv := &http.Server{
-		Handler:           resp.wrap(h),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext:       access.ConnContext,
 	}
 	go srv.Serve(ln)
 
 	k := &kmd{
 		dir: dir, socket: socket, c: api.NewClient(socket), raw: rawClient(socket),
-		reg: reg, journal: journal, logs: obs, resp: resp,
+		reg: reg, journal: journal, logs: obs, resp: resp, handler: handler,
 		closeReg: sync.OnceValue(reg.Close),
 	}
 	t.Cleanup(func() {

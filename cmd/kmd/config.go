@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kmd-project/kmd/access"
 )
 
 // config is kmd's configuration. Every setting comes, in order of
@@ -26,6 +28,14 @@ type config struct {
 	LogFile       string        `yaml:"log_file"`
 	LogFormat     string        `yaml:"log_format"`
 	EventHook     string        `yaml:"event_hook"`
+	// Access (access.go of the README): the socket's group, the HTTPS
+	// listener and the rules giving callers their roles.
+	SocketGroup string        `yaml:"socket_group"`
+	Listen      string        `yaml:"listen"`
+	TLSCert     string        `yaml:"tls_cert"`
+	TLSKey      string        `yaml:"tls_key"`
+	TLSClientCA string        `yaml:"tls_client_ca"`
+	Access      []access.Rule `yaml:"access"` // the file only
 }
 
 func defaults() config {
@@ -93,7 +103,35 @@ var settings = []setting{
 		}},
 	{"event-hook", "KMD_EVENT_HOOK", "shell command given each event as one JSON line on stdin",
 		func(c *config, v string) error { c.EventHook = v; return nil }},
+	{"socket-group", "KMD_SOCKET_GROUP", "group (name or gid) given the socket, which is then mode 0660 (default none: mode 0600)",
+		func(c *config, v string) error {
+			if v != "" {
+				if _, err := access.LookupGroup(v); err != nil {
+					return err
+				}
+			}
+			c.SocketGroup = v
+			return nil
+		}},
+	{"listen", "KMD_LISTEN", "HOST:PORT of an HTTPS listener that requires client certificates; needs --tls-cert, --tls-key, --tls-client-ca (default none)",
+		func(c *config, v string) error {
+			if err := checkListen(v); err != nil {
+				return err
+			}
+			c.Listen = v
+			return nil
+		}},
+	{"tls-cert", "KMD_TLS_CERT", "PEM certificate (and chain) of the HTTPS listener",
+		pathSetting(func(c *config) *string { return &c.TLSCert })},
+	{"tls-key", "KMD_TLS_KEY", "PEM private key of --tls-cert",
+		pathSetting(func(c *config) *string { return &c.TLSKey })},
+	{"tls-client-ca", "KMD_TLS_CLIENT_CA", "PEM CA certificates that client certificates must be signed by",
+		pathSetting(func(c *config) *string { return &c.TLSClientCA })},
 }
+
+// accessKey is the config file's list of access rules; it has no flag and
+// no environment variable.
+const accessKey = "access"
 
 // usageError is bad input: kmd exits 2.
 type usageError struct{ err error }
@@ -112,10 +150,19 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	usage := func() {
 		fmt.Fprintf(stderr, "usage: kmd [--config FILE] [--data-dir DIR] [--socket PATH] [--node-id N]\n"+
-			"           [--retry-interval 15m] [--log-file PATH] [--log-format json|console] [--event-hook CMD]\n\n")
+			"           [--retry-interval 15m] [--log-file PATH] [--log-format json|console] [--event-hook CMD]\n"+
+			"           [--socket-group G] [--listen ADDR --tls-cert F --tls-key F --tls-client-ca F]\n\n")
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
+		fmt.Fprintf(stderr, "\nThe config file's access: list gives roles (admin, monitor, service:DOMAIN) to\n"+
+			"uids and groups on the socket and to client-certificate subjects on --listen:\n"+
+			"  access:\n"+
+			"    - role: service:S3\n"+
+			"      uids: [1001]\n"+
+			"      groups: [s3gw]\n"+
+			"      subjects: [\"CN=s3-gateway\"]\n"+
+			"root and kmd's own user are always admin on the socket.\n")
 	}
 	fs.Usage = func() {} // a bad flag gets one line (exitCode), -h the usage
 	if err := fs.Parse(args); err != nil {
@@ -203,6 +250,17 @@ func (c *config) loadFile(path string) error {
 		return fmt.Errorf("config file %s: holds more than one YAML document (---); want one mapping of settings", path)
 	}
 	for key, node := range raw {
+		if key == accessKey {
+			rules, err := decodeAccess(path, node)
+			if err != nil {
+				return err
+			}
+			if _, err := access.NewPolicy(rules, serviceDomains(), os.Geteuid()); err != nil {
+				return fmt.Errorf("config file %s: %w", path, err)
+			}
+			c.Access = rules
+			continue
+		}
 		var s *setting
 		for i := range settings {
 			if strings.ReplaceAll(settings[i].flag, "-", "_") == key {
@@ -227,7 +285,69 @@ func knownKeys() string {
 	for i, s := range settings {
 		keys[i] = strings.ReplaceAll(s.flag, "-", "_")
 	}
-	return strings.Join(keys, ", ")
+	return strings.Join(append(keys, accessKey), ", ")
+}
+
+// decodeAccess reads the access: list, a mapping of role, uids, groups
+// and subjects per rule.
+func decodeAccess(path string, n yaml.Node) ([]access.Rule, error) {
+	const want = "want a list of rules such as - {role: monitor, uids: [1001], groups: [adm], subjects: [\"CN=prometheus\"]}"
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil, nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return nil, fmt.Errorf("config file %s line %d: access: not a list; %s", path, n.Line, want)
+	}
+	rules := make([]access.Rule, 0, len(n.Content))
+	for i, item := range n.Content {
+		fail := func(at *yaml.Node, format string, args ...any) error {
+			return fmt.Errorf("config file %s line %d: access rule %d: %s", path, at.Line, i+1, fmt.Sprintf(format, args...))
+		}
+		if item.Kind != yaml.MappingNode {
+			return nil, fail(item, "not a mapping; %s", want)
+		}
+		var r access.Rule
+		seen := map[string]bool{}
+		for j := 0; j+1 < len(item.Content); j += 2 {
+			k, v := item.Content[j], item.Content[j+1]
+			if seen[k.Value] {
+				return nil, fail(k, "%s given twice", k.Value)
+			}
+			seen[k.Value] = true
+			switch k.Value {
+			case "role":
+				if v.Kind != yaml.ScalarNode {
+					return nil, fail(v, "role must be a single value such as monitor")
+				}
+				r.Role = v.Value
+			case "uids", "groups", "subjects":
+				if v.Kind != yaml.SequenceNode {
+					return nil, fail(v, "%s must be a list such as [a, b]", k.Value)
+				}
+				for _, e := range v.Content {
+					if e.Kind != yaml.ScalarNode {
+						return nil, fail(e, "%s must be a list of single values", k.Value)
+					}
+					switch k.Value {
+					case "uids":
+						uid, err := strconv.Atoi(e.Value)
+						if err != nil {
+							return nil, fail(e, "uid %q is not a number; want numeric uids such as [1001]", e.Value)
+						}
+						r.UIDs = append(r.UIDs, uid)
+					case "groups":
+						r.Groups = append(r.Groups, e.Value)
+					case "subjects":
+						r.Subjects = append(r.Subjects, e.Value)
+					}
+				}
+			default:
+				return nil, fail(k, "unknown key %q; want role, uids, groups or subjects", k.Value)
+			}
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

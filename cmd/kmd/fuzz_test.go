@@ -40,6 +40,12 @@ func FuzzConfigFile(f *testing.F) {
 		"? [a, b]\n: c\n", "1: x\n", "DATA_DIR: /x\n", "data-dir: /x\n",
 		"!!binary data_dir: /x\n", "data_dir: !!int 5\n",
 		"\xff\xfe", "data_dir: \"\xff\"\n",
+		"access:\n  - role: monitor\n    uids: [1001]\n    subjects: [\"CN=prometheus\"]\n",
+		"access:\n  - role: service:S3\n    groups: [0]\n", "access:\n  - {role: admin, uids: [x]}\n",
+		"access: [{role: monitor}]\n", "access: {}\n", "access: &a [{role: admin, uids: [1]}]\n",
+		"access:\n  - role: monitor\n    subjects: [\"CN=\"]\n", "access:\n  - role: monitor\n    uid: [1]\n",
+		"socket_group: 0\n", "socket_group: no-such-group-kmd\n", "listen: :8443\n", "listen: 8443\n",
+		"tls_cert: /c\ntls_key: /k\ntls_client_ca: /ca\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -49,6 +55,7 @@ func FuzzConfigFile(f *testing.F) {
 	for _, s := range settings {
 		known[strings.ReplaceAll(s.flag, "-", "_")] = true
 	}
+	known[accessKey] = true
 	noEnv := func(string) string { return "" }
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if err := os.WriteFile(path, data, 0o600); err != nil {

@@ -1,10 +1,12 @@
 // Command kmd is the key-manager daemon: it keeps one encrypted provider
 // store per domain, rekeys their master keys on demand and on schedule, and
-// serves the entries and admin API on a unix socket.
+// serves the entries and admin API on a unix socket and, with --listen, over
+// HTTPS with client certificates.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/kmd-project/kmd/access"
 	"github.com/kmd-project/kmd/api/server"
 	"github.com/kmd-project/kmd/audit"
 	"github.com/kmd-project/kmd/domains"
@@ -59,6 +62,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err != nil {
 		return err
+	}
+	// Access settings are checked before anything is touched.
+	policy, err := access.NewPolicy(cfg.Access, serviceDomains(), os.Geteuid())
+	if err != nil {
+		return usageError{err}
+	}
+	tlsCfg, err := tlsConfig(cfg, time.Now())
+	if err != nil {
+		return usageError{err}
+	}
+	gid, err := socketGID(cfg)
+	if err != nil {
+		return usageError{err}
 	}
 	logger, err := logs.New(logs.Options{File: cfg.LogFile, Format: cfg.LogFormat})
 	if err != nil {
@@ -107,20 +123,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}()
 
-	ln, err := listenUnix(cfg.Socket)
+	ln, err := listenUnix(cfg.Socket, gid)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           server.New(reg, journal, lg, version, server.WithAudit(trail)).WithMetrics(metrics.Handler(reg, rekeys, lg)).Handler(),
-		ConnContext:       peerCaller,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          zap.NewStdLog(lg.Named("http")),
+	listeners := []net.Listener{ln}
+	listen := ""
+	if tlsCfg != nil {
+		tln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+		listen = tln.Addr().String()
+		listeners = append(listeners, tls.NewListener(tln, tlsCfg))
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	srv := &http.Server{
+		Handler:           server.New(reg, journal, lg, version, server.WithPolicy(policy), server.WithAudit(trail)).WithMetrics(metrics.Handler(reg, rekeys, lg)).Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute, // --listen is on the network: no idle connection is kept forever
+		ErrorLog:          zap.NewStdLog(lg.Named("http")),
+		ConnContext:       access.ConnContext, // the socket peer's credentials
+	}
+	serveErr := make(chan error, len(listeners))
+	for _, l := range listeners {
+		go func() { serveErr <- srv.Serve(l) }()
+	}
 	lg.Info("kmd started", zap.String("version", version), zap.String("data_dir", cfg.DataDir),
-		zap.String("socket", cfg.Socket), zap.Int(logs.Node, cfg.NodeID), zap.Duration("retry_interval", cfg.RetryInterval))
+		zap.String("socket", cfg.Socket), zap.String("socket_group", cfg.SocketGroup), zap.String("listen", listen),
+		zap.Int(logs.Node, cfg.NodeID), zap.Duration("retry_interval", cfg.RetryInterval))
 
 	select {
 	case <-ctx.Done():
@@ -140,9 +171,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// listenUnix listens on path with mode 0600 from the first instant. We hold
+// listenUnix listens on path with mode 0600 from the first instant, or,
+// given a group (gid >= 0), 0660 once it belongs to that group. We hold
 // the data dir's lock, so a socket file already there is a dead kmd's.
-func listenUnix(path string) (net.Listener, error) {
+func listenUnix(path string, gid int) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("socket path %s exists and is not a socket; remove it or choose another --socket", path)
@@ -161,7 +193,15 @@ func listenUnix(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	mode := os.FileMode(0o600)
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("give socket %s to group %d: %w", path, gid, err)
+		}
+		mode = 0o660
+	}
+	if err := os.Chmod(path, mode); err != nil {
 		ln.Close()
 		return nil, err
 	}
