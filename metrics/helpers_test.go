@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/kmd-project/kmd/access"
 	"github.com/kmd-project/kmd/api/server"
 	"github.com/kmd-project/kmd/domains"
 	"github.com/kmd-project/kmd/metrics"
@@ -79,9 +81,20 @@ func openFixture(t *testing.T, dir string) *fixture {
 		}
 	})
 	f.reg = reg
-	f.h = server.New(reg, nil, lg, "test").WithMetrics(metrics.Handler(reg, rk, lg)).Handler()
+	// Scrapes come from a monitor: uid 1234 on the socket.
+	policy, err := access.NewPolicy([]access.Rule{{Role: "monitor", UIDs: []int{monitorUID}}}, nil, os.Geteuid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := server.New(reg, nil, lg, "test", server.WithPolicy(policy)).WithMetrics(metrics.Handler(reg, rk, lg)).Handler()
+	f.h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(access.WithPeer(r.Context(), &access.Peer{UID: monitorUID, GID: monitorUID, PID: 1})))
+	})
 	return f
 }
+
+// monitorUID is the uid the fixture's scrapes come from.
+const monitorUID = 1234
 
 // startGated starts a rekey of domain with start and blocks it at its
 // first step named step; it returns once the step is reached, with the

@@ -38,9 +38,15 @@ func (e *forbidden) Error() string { return e.msg }
 // identify finds who made each request, before any handler runs, and
 // stores it with access.WithCaller: the socket peer's credentials (set by
 // access.ConnContext), else the verified client certificate, else what an
-// Authenticator says. A request from no one kmd can name is refused.
+// Authenticator says. A caller an outer handler already stored (the web
+// page's gate on --ui-listen stores the session's) is kept. A request from
+// no one kmd can name is refused.
 func (s *Server) identify(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if access.FromContext(r.Context()) != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
 		c, err := s.caller(r)
 		if err != nil {
 			s.lg.Warn("access refused", zap.String("who", "unknown"), zap.String("from", r.RemoteAddr),

@@ -239,7 +239,7 @@ func TestAudit_FailedRequestRecorded(t *testing.T) {
 }
 
 // The trail records whoever the request's context names: a certificate
-// subject over TLS, "unknown" with the peer address when nobody is named.
+// subject over TLS, the socket's peer when nothing else names the caller.
 func TestAudit_Callers(t *testing.T) {
 	t.Parallel()
 	a := startAuditedKMD(t, nil)
@@ -260,8 +260,8 @@ func TestAudit_Callers(t *testing.T) {
 	if r := recs[0]; r.Who != "CN=s3-gateway,O=Example" || r.Via != "tls" || r.From != "192.0.2.10:40312" {
 		t.Errorf("TLS caller recorded as who %q via %q from %q", r.Who, r.Via, r.From)
 	}
-	if r := recs[1]; r.Who != "unknown" || r.Via != "" {
-		t.Errorf("no caller recorded as who %q via %q; want unknown", r.Who, r.Via)
+	if r := recs[1]; r.Who != "uid 0" || r.Via != "socket" {
+		t.Errorf("the socket's peer recorded as who %q via %q; want uid 0 via socket", r.Who, r.Via)
 	}
 }
 
