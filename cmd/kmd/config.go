@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kmd-project/kmd/api/ui"
 )
 
 // config is kmd's configuration. Every setting comes, in order of
@@ -26,6 +28,7 @@ type config struct {
 	LogFile       string        `yaml:"log_file"`
 	LogFormat     string        `yaml:"log_format"`
 	EventHook     string        `yaml:"event_hook"`
+	UIListen      string        `yaml:"ui_listen"`
 }
 
 func defaults() config {
@@ -93,6 +96,19 @@ var settings = []setting{
 		}},
 	{"event-hook", "KMD_EVENT_HOOK", "shell command given each event as one JSON line on stdin",
 		func(c *config, v string) error { c.EventHook = v; return nil }},
+	{"ui-listen", "KMD_UI_LISTEN", "serve the web page (plain HTTP, sign-in with kmctl ui url) on `ADDR`: a loopback address and port such as 127.0.0.1:8443 (default off)",
+		func(c *config, v string) error {
+			if v == "" {
+				c.UIListen = "" // off
+				return nil
+			}
+			addr, err := ui.CheckListenAddr(v)
+			if err != nil {
+				return err
+			}
+			c.UIListen = addr
+			return nil
+		}},
 }
 
 // usageError is bad input: kmd exits 2.
@@ -112,7 +128,8 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	usage := func() {
 		fmt.Fprintf(stderr, "usage: kmd [--config FILE] [--data-dir DIR] [--socket PATH] [--node-id N]\n"+
-			"           [--retry-interval 15m] [--log-file PATH] [--log-format json|console] [--event-hook CMD]\n\n")
+			"           [--retry-interval 15m] [--log-file PATH] [--log-format json|console] [--event-hook CMD]\n"+
+			"           [--ui-listen ADDR]\n\n")
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)

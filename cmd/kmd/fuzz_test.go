@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kmd-project/kmd/api/ui"
 )
 
 // FuzzConfigFile fuzzes kmd's YAML config file (kmd --config FILE). It
@@ -40,6 +42,9 @@ func FuzzConfigFile(f *testing.F) {
 		"? [a, b]\n: c\n", "1: x\n", "DATA_DIR: /x\n", "data-dir: /x\n",
 		"!!binary data_dir: /x\n", "data_dir: !!int 5\n",
 		"\xff\xfe", "data_dir: \"\xff\"\n",
+		"ui_listen: 127.0.0.1:8443\n", "ui_listen: '[::1]:8443'\n", "ui_listen: localhost:80\n", "ui_listen: ''\n",
+		"ui_listen: 0.0.0.0:8443\n", "ui_listen: 192.168.1.2:8443\n", "ui_listen: 127.0.0.1:0\n", "ui_listen: 127.0.0.1\n",
+		"ui_listen: '[::ffff:127.0.0.1]:8443'\n", "ui_listen: 8443\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -98,6 +103,11 @@ func FuzzConfigFile(f *testing.F) {
 		case c.DataDir == "" || c.Socket == "":
 			t.Fatalf("accepted config gives data dir %q, socket %q", c.DataDir, c.Socket)
 		}
+		if c.UIListen != "" {
+			if canon, err := ui.CheckListenAddr(c.UIListen); err != nil || canon != c.UIListen {
+				t.Fatalf("accepted config gives ui listen address %q (%v), not a canonical loopback one", c.UIListen, err)
+			}
+		}
 		for _, p := range []string{c.DataDir, c.Socket, c.LogFile} {
 			if strings.ContainsRune(p, 0) {
 				t.Fatalf("accepted config gives a path with a NUL byte: %q", p)
@@ -131,6 +141,11 @@ func FuzzConfigFile(f *testing.F) {
 			case "log_format":
 				if c.LogFormat != want {
 					t.Fatalf("log_format %q gave %q", want, c.LogFormat)
+				}
+			case "ui_listen":
+				canon, _ := ui.CheckListenAddr(want)
+				if c.UIListen != canon {
+					t.Fatalf("ui_listen %q gave %q", want, c.UIListen)
 				}
 			case "event_hook":
 				if c.EventHook != want {

@@ -1,6 +1,7 @@
 // Command kmd is the key-manager daemon: it keeps one encrypted provider
 // store per domain, rekeys their master keys on demand and on schedule, and
-// serves the entries and admin API on a unix socket.
+// serves the entries and admin API on a unix socket, and its web page on a
+// loopback address (--ui-listen).
 package main
 
 import (
@@ -19,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kmd-project/kmd/api/server"
+	"github.com/kmd-project/kmd/api/ui"
 	"github.com/kmd-project/kmd/domains"
 	"github.com/kmd-project/kmd/logs"
 )
@@ -94,17 +96,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}()
 
+	// The web page: its routes in front of the API on every listener, and
+	// its own loopback listener where everything needs a session.
+	web := ui.New(ui.Options{Addr: cfg.UIListen, Log: lg.Named("ui")})
+	handler := web.Mount(server.New(reg, journal, lg, version).Handler())
+	var uiLn net.Listener
+	if cfg.UIListen != "" {
+		if uiLn, err = listenUI(cfg.UIListen); err != nil {
+			return err
+		}
+	}
 	ln, err := listenUnix(cfg.Socket)
 	if err != nil {
+		if uiLn != nil {
+			uiLn.Close()
+		}
 		return err
 	}
 	srv := &http.Server{
-		Handler:           server.New(reg, journal, lg, version).Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          zap.NewStdLog(lg.Named("http")),
 	}
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
+	var uiSrv *http.Server
+	if uiLn != nil {
+		uiSrv = serveUI(uiLn, web, handler, lg, serveErr)
+	}
 	lg.Info("kmd started", zap.String("version", version), zap.String("data_dir", cfg.DataDir),
 		zap.String("socket", cfg.Socket), zap.Int(logs.Node, cfg.NodeID), zap.Duration("retry_interval", cfg.RetryInterval))
 
@@ -119,6 +138,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		lg.Warn("shutdown", zap.Error(err))
+	}
+	if uiSrv != nil {
+		if err := uiSrv.Shutdown(sctx); err != nil {
+			lg.Warn("shutdown web page", zap.Error(err))
+		}
 	}
 	os.Remove(cfg.Socket)
 	// reg.Close (deferred) cancels rekeys: a batch in flight rolls back and
