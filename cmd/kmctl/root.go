@@ -173,6 +173,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newKMIPCmd(a),
 		newEntryCmd(a),
 		newEventsCmd(a),
+		newUICmd(a),
 		newVersionCmd(a),
 		newCompletionCmd(a),
 	)
