@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 const (
 	installTimeout = 10 * time.Minute // apt-get install chromium, the first time
 	uiTimeout      = 45 * time.Second // the page showing what it should
+	uiBulkEntries  = 5000             // in one domain, so that its rekey runs a while
 )
 
 // chromium returns the browser scripts/install-test-deps.sh installed
@@ -236,6 +238,8 @@ func TestUI_Chromium(t *testing.T) {
 		secrets[dom] = []byte(fmt.Sprintf("ui-test-secret-%d", i))
 		d.put(dom, "ui/secret", secrets[dom])
 	}
+	// Enough entries in one domain that its rekey is seen running.
+	d.importEntries("NDMP", genEntries("backup-", uiBulkEntries))
 	before := d.keyIDs()
 	sedBefore := d.sedKeyID()
 	step("kmd up with --ui-listen " + addr)
@@ -369,6 +373,12 @@ func TestUI_Chromium(t *testing.T) {
 	}
 	step("Rekey Now dismissed: nothing done")
 
+	// Record every progress line the page shows from now on.
+	evalJS[bool](t, ctx, `(() => { window.seenProgress = [];
+		const box = document.getElementById('cluster-progress');
+		new MutationObserver(() => { if (!box.hidden) window.seenProgress.push(box.querySelector('.progress-text').textContent); })
+			.observe(box, { attributes: true, childList: true, subtree: true, characterData: true });
+		return true; })()`)
 	clickRekey(true)
 	waitJS(t, ctx, "say the rekey started", `document.getElementById('cluster-result').textContent.startsWith('Rekey started: CELOG, ')`,
 		`document.getElementById('cluster-result').textContent`)
@@ -392,6 +402,15 @@ func TestUI_Chromium(t *testing.T) {
 		t.Fatalf("not every domain has a new key ID and is ACTIVE within %v:\n%s", uiTimeout, d.must("cluster", "status"))
 	}
 	waitJS(t, ctx, "show every domain's new key ID", sameKeyIDsJS(after), pageKeyIDs)
+	seen := evalJS[[]string](t, ctx, `window.seenProgress`)
+	running := regexp.MustCompile(`^Rekeying (1 domain|\d+ domains): \d+/\d+ entries \(\d+%\)$`)
+	if len(seen) == 0 || !running.MatchString(seen[0]) {
+		t.Fatalf("the page showed no rekey progress while %d entries were re-encrypted; progress lines %q", uiBulkEntries, seen)
+	}
+	t.Logf("progress lines shown: %d, first %q, last %q", len(seen), seen[0], seen[len(seen)-1])
+	waitJS(t, ctx, "show every domain ACTIVE and the progress bar gone",
+		`document.getElementById('cluster-progress').hidden && [...document.querySelectorAll('#cluster-table tbody tr')].every(r => r.cells[1].textContent === 'ACTIVE')`,
+		`document.getElementById('cluster').innerText`)
 	waitJS(t, ctx, "list the completed rekeys among the recent events",
 		`[...document.querySelectorAll('#events-table tbody tr')].some(r => r.cells[1].textContent === 'KeyManagerRekeyCompleted')`,
 		`document.getElementById('events-table').innerText`)
