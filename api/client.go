@@ -295,6 +295,14 @@ func (c *Client) Events(ctx context.Context, since time.Time) (EventList, error)
 	return out, err
 }
 
+// UILink asks for a one-time link that signs a browser in to the web page.
+// With the web page off (kmd has no --ui-listen): ErrConflict.
+func (c *Client) UILink(ctx context.Context) (UILink, error) {
+	var out UILink
+	_, err := c.do(ctx, http.MethodPost, PathUILinks, nil, nil, &out)
+	return out, err
+}
+
 // Version returns the daemon's version.
 func (c *Client) Version(ctx context.Context) (Version, error) {
 	var out Version

@@ -11,6 +11,7 @@ const (
 	CodeBadRequest    = "bad_request"    // 400: malformed body or parameter
 	CodeInvalidName   = "invalid_name"   // 400: entry name not 1–255 bytes printable UTF-8
 	CodeInvalidValue  = "invalid_value"  // 400: e.g. a key rotation that does not parse
+	CodeUnauthorized  = "unauthorized"   // 401: no valid web-page session
 	CodeForbidden     = "forbidden"      // 403
 	CodeNotFound      = "not_found"      // 404: no such entry
 	CodeNoEndpoint    = "no_endpoint"    // 404: no such API path or method
@@ -27,6 +28,7 @@ const (
 // errors.Is(err, api.ErrNotFound) works across the socket.
 var (
 	ErrBadRequest    = errors.New("bad request")
+	ErrUnauthorized  = errors.New("unauthorized")
 	ErrForbidden     = errors.New("forbidden")
 	ErrNotFound      = errors.New("not found")
 	ErrUnknownDomain = errors.New("unknown domain")
@@ -40,7 +42,7 @@ var (
 
 var codeSentinel = map[string]error{
 	CodeBadRequest: ErrBadRequest, CodeInvalidName: ErrBadRequest, CodeInvalidValue: ErrBadRequest,
-	CodeForbidden: ErrForbidden, CodeNotFound: ErrNotFound, CodeUnknownDomain: ErrUnknownDomain,
+	CodeUnauthorized: ErrUnauthorized, CodeForbidden: ErrForbidden, CodeNotFound: ErrNotFound, CodeUnknownDomain: ErrUnknownDomain,
 	CodeInProgress: ErrInProgress, CodeConflict: ErrConflict, CodeVersion: ErrVersion,
 	CodeTooLarge: ErrTooLarge, CodeUnavailable: ErrUnavailable, CodeInternal: ErrInternal,
 }

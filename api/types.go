@@ -19,6 +19,8 @@ const (
 	PathRekey = "/v1/rekey/"
 	// PathMetrics: Prometheus metrics (text format), GET.
 	PathMetrics = "/metrics"
+	// PathUILinks: POST makes a one-time sign-in link to the web page.
+	PathUILinks = "/v1/ui/links"
 )
 
 // Scopes.
@@ -147,6 +149,13 @@ type EventList struct {
 // Version is the answer of GET /v1/version.
 type Version struct {
 	Version string `json:"version"`
+}
+
+// UILink is the answer of POST /v1/ui/links: a one-time link that signs a
+// browser in to the web page.
+type UILink struct {
+	URL     string    `json:"url"`
+	Expires time.Time `json:"expires"` // the link's; the session it opens lasts longer
 }
 
 // MaxValueSize is the largest entry value kmd accepts: 64 KiB.

@@ -9,5 +9,7 @@
 //
 // -short imports 20k entries instead of 100k into the large domain and
 // skips nothing. Tests run 4 at a time unless -parallel says otherwise; set
-// E2E_KEEP=1 to keep a failed test's kmd directory.
+// E2E_KEEP=1 to keep a failed test's kmd directory. Tests that leave files
+// for people to look at (the web page's screenshot, ui.png) put them in
+// $KMD_TEST_ARTIFACTS, default e2e/artifacts.
 package e2e

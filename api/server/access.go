@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kmd-project/kmd/access"
+	"github.com/kmd-project/kmd/api/ui"
 	"github.com/kmd-project/kmd/logs"
 )
 
@@ -29,6 +30,11 @@ type Authenticator func(r *http.Request) (*access.Caller, bool)
 func WithAuthenticator(a Authenticator) Option {
 	return func(s *Server) { s.authenticators = append(s.authenticators, a) }
 }
+
+// Identify returns h behind the same identification as Handler: for
+// routes served in front of the API (the web page's), so that they too
+// know their caller. Handler keeps the caller Identify found.
+func (s *Server) Identify(h http.Handler) http.Handler { return s.identify(h) }
 
 // forbidden is a caller asking for what its roles do not allow.
 type forbidden struct{ msg string }
@@ -52,6 +58,15 @@ func (s *Server) identify(next http.Handler) http.Handler {
 			s.lg.Warn("access refused", zap.String("who", "unknown"), zap.String("from", r.RemoteAddr),
 				zap.String("method", r.Method), zap.String(logs.Path, r.URL.Path), zap.Error(err))
 			s.writeError(w, r, &forbidden{msg: "kmd cannot tell who sent this request (" + err.Error() + "), so it does nothing for it"})
+			return
+		}
+		// A browser holding a client certificate sends it with a request
+		// another site's page makes, too: a change must come from kmd's
+		// own page (or from no page at all, as kmctl's do).
+		if c.Via == access.ViaTLS && r.Method != http.MethodGet && r.Method != http.MethodHead && !ui.SameOrigin(r) {
+			s.lg.Warn("access refused", zap.String("who", c.Who()), zap.String("from", c.Remote), zap.String("method", r.Method),
+				zap.String(logs.Path, r.URL.Path), zap.String("origin", r.Header.Get("Origin")))
+			s.writeError(w, r, &forbidden{msg: fmt.Sprintf("a change asked for by another site's page (Origin %s) is refused; use kmd's own page at https://%s/ui/", shown(r.Header.Get("Origin")), r.Host)})
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(access.WithCaller(r.Context(), c)))

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 	"io"
 	"math/big"
 	"net/http"
@@ -364,5 +365,51 @@ func TestAccess_Authenticators(t *testing.T) {
 	}
 	if len(k.logs.FilterMessage("access refused").FilterField(zapcore.Field{Key: "who", Type: zapcore.StringType, String: "unknown"}).All()) != 2 {
 		t.Error("the requests from no one were not logged as refused")
+	}
+}
+
+// A browser holding an admin's client certificate sends it with the
+// requests another site's page makes too: over TLS, a change whose Origin
+// is not kmd's own is refused, and changes nothing; the same request from
+// kmd's own page, or with no Origin (as kmctl sends), goes through.
+func TestAccess_TLSCrossSiteChangeRefused(t *testing.T) {
+	k := startKMD(t, kmdOptions{serverOpts: []server.Option{server.WithPolicy(accessPolicy(t))}})
+	ca := newTestCA(t, "kmd test CA")
+	ts := serveTLS(t, k, ca)
+	admin := tlsClient(ts, ca.client(t, pkix.Name{CommonName: "ops"}))
+	put := func(origin, value string) (int, []byte) {
+		req, err := http.NewRequest(http.MethodPut, ts.URL+api.EntryPath("S3", "k"), strings.NewReader(value))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := admin.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if status, body := put("https://evil.example", "from elsewhere"); status != http.StatusForbidden || !strings.Contains(string(body), "another site's page (Origin https://evil.example) is refused") {
+		t.Errorf("cross-site PUT: %d %s, want 403 naming the origin", status, body)
+	}
+	if _, _, err := k.c.Get(t.Context(), "S3", "k"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("the refused cross-site PUT wrote the entry: %v", err)
+	}
+	if status, body := put(ts.URL, "from kmd's page"); status != http.StatusNoContent {
+		t.Errorf("same-origin PUT: %d %s, want 204", status, body)
+	}
+	if status, body := put("", "from kmctl"); status != http.StatusNoContent {
+		t.Errorf("PUT with no Origin: %d %s, want 204", status, body)
+	}
+	if v, _, err := k.c.Get(t.Context(), "S3", "k"); err != nil || string(v) != "from kmctl" {
+		t.Errorf("S3/k = %q, %v", v, err)
+	}
+	// Reading is no change: another site's page cannot see the answer anyway.
+	if status, _ := call(t, admin, ts.URL, http.MethodGet, api.PathStatus+"cluster", nil); status != http.StatusOK {
+		t.Errorf("GET status over TLS: %d", status)
 	}
 }

@@ -174,6 +174,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newEntryCmd(a),
 		newEventsCmd(a),
 		newAuditCmd(a),
+		newUICmd(a),
 		newVersionCmd(a),
 		newCompletionCmd(a),
 	)

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kmd-project/kmd/access"
+	"github.com/kmd-project/kmd/api/ui"
 )
 
 // config is kmd's configuration. Every setting comes, in order of
@@ -36,6 +37,7 @@ type config struct {
 	TLSKey      string        `yaml:"tls_key"`
 	TLSClientCA string        `yaml:"tls_client_ca"`
 	Access      []access.Rule `yaml:"access"` // the file only
+	UIListen    string        `yaml:"ui_listen"`
 }
 
 func defaults() config {
@@ -127,6 +129,19 @@ var settings = []setting{
 		pathSetting(func(c *config) *string { return &c.TLSKey })},
 	{"tls-client-ca", "KMD_TLS_CLIENT_CA", "PEM CA certificates that client certificates must be signed by",
 		pathSetting(func(c *config) *string { return &c.TLSClientCA })},
+	{"ui-listen", "KMD_UI_LISTEN", "serve the web page (plain HTTP, sign-in with kmctl ui url) on `ADDR`: a loopback address and port such as 127.0.0.1:8443 (default off)",
+		func(c *config, v string) error {
+			if v == "" {
+				c.UIListen = "" // off
+				return nil
+			}
+			addr, err := ui.CheckListenAddr(v)
+			if err != nil {
+				return err
+			}
+			c.UIListen = addr
+			return nil
+		}},
 }
 
 // accessKey is the config file's list of access rules; it has no flag and
@@ -151,7 +166,8 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	usage := func() {
 		fmt.Fprintf(stderr, "usage: kmd [--config FILE] [--data-dir DIR] [--socket PATH] [--node-id N]\n"+
 			"           [--retry-interval 15m] [--log-file PATH] [--log-format json|console] [--event-hook CMD]\n"+
-			"           [--socket-group G] [--listen ADDR --tls-cert F --tls-key F --tls-client-ca F]\n\n")
+			"           [--socket-group G] [--listen ADDR --tls-cert F --tls-key F --tls-client-ca F]\n"+
+			"           [--ui-listen ADDR]\n\n")
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)

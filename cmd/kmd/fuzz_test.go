@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kmd-project/kmd/api/ui"
 )
 
 // FuzzConfigFile fuzzes kmd's YAML config file (kmd --config FILE). It
@@ -46,6 +48,9 @@ func FuzzConfigFile(f *testing.F) {
 		"access:\n  - role: monitor\n    subjects: [\"CN=\"]\n", "access:\n  - role: monitor\n    uid: [1]\n",
 		"socket_group: 0\n", "socket_group: no-such-group-kmd\n", "listen: :8443\n", "listen: 8443\n",
 		"tls_cert: /c\ntls_key: /k\ntls_client_ca: /ca\n",
+		"ui_listen: 127.0.0.1:8443\n", "ui_listen: '[::1]:8443'\n", "ui_listen: localhost:80\n", "ui_listen: ''\n",
+		"ui_listen: 0.0.0.0:8443\n", "ui_listen: 192.168.1.2:8443\n", "ui_listen: 127.0.0.1:0\n", "ui_listen: 127.0.0.1\n",
+		"ui_listen: '[::ffff:127.0.0.1]:8443'\n", "ui_listen: 8443\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -105,6 +110,11 @@ func FuzzConfigFile(f *testing.F) {
 		case c.DataDir == "" || c.Socket == "":
 			t.Fatalf("accepted config gives data dir %q, socket %q", c.DataDir, c.Socket)
 		}
+		if c.UIListen != "" {
+			if canon, err := ui.CheckListenAddr(c.UIListen); err != nil || canon != c.UIListen {
+				t.Fatalf("accepted config gives ui listen address %q (%v), not a canonical loopback one", c.UIListen, err)
+			}
+		}
 		for _, p := range []string{c.DataDir, c.Socket, c.LogFile} {
 			if strings.ContainsRune(p, 0) {
 				t.Fatalf("accepted config gives a path with a NUL byte: %q", p)
@@ -138,6 +148,11 @@ func FuzzConfigFile(f *testing.F) {
 			case "log_format":
 				if c.LogFormat != want {
 					t.Fatalf("log_format %q gave %q", want, c.LogFormat)
+				}
+			case "ui_listen":
+				canon, _ := ui.CheckListenAddr(want)
+				if c.UIListen != canon {
+					t.Fatalf("ui_listen %q gave %q", want, c.UIListen)
 				}
 			case "event_hook":
 				if c.EventHook != want {

@@ -1,7 +1,8 @@
 // Command kmd is the key-manager daemon: it keeps one encrypted provider
 // store per domain, rekeys their master keys on demand and on schedule, and
 // serves the entries and admin API on a unix socket and, with --listen, over
-// HTTPS with client certificates.
+// HTTPS with client certificates; its web page is served there and on a
+// loopback address (--ui-listen).
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 
 	"github.com/kmd-project/kmd/access"
 	"github.com/kmd-project/kmd/api/server"
+	"github.com/kmd-project/kmd/api/ui"
 	"github.com/kmd-project/kmd/audit"
 	"github.com/kmd-project/kmd/domains"
 	"github.com/kmd-project/kmd/logs"
@@ -123,8 +125,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}()
 
+	// The web page: its routes in front of the API on every listener, and
+	// its own loopback listener where everything needs a session. On the
+	// socket and --listen every request is first given its caller
+	// (Identify), the page's routes included; on --ui-listen, web.Gate does
+	// that from the session.
+	web := ui.New(ui.Options{Addr: cfg.UIListen, Log: lg.Named("ui"), Record: trail.Recorder()})
+	apiServer := server.New(reg, journal, lg, version, server.WithPolicy(policy), server.WithAudit(trail)).
+		WithMetrics(metrics.Handler(reg, rekeys, lg))
+	pageAndAPI := web.Mount(apiServer.Handler())
+	handler := apiServer.Identify(pageAndAPI)
+	var uiLn net.Listener
+	if cfg.UIListen != "" {
+		if uiLn, err = listenUI(cfg.UIListen); err != nil {
+			return err
+		}
+	}
 	ln, err := listenUnix(cfg.Socket, gid)
 	if err != nil {
+		if uiLn != nil {
+			uiLn.Close()
+		}
 		return err
 	}
 	listeners := []net.Listener{ln}
@@ -139,15 +160,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		listeners = append(listeners, tls.NewListener(tln, tlsCfg))
 	}
 	srv := &http.Server{
-		Handler:           server.New(reg, journal, lg, version, server.WithPolicy(policy), server.WithAudit(trail)).WithMetrics(metrics.Handler(reg, rekeys, lg)).Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute, // --listen is on the network: no idle connection is kept forever
 		ErrorLog:          zap.NewStdLog(lg.Named("http")),
 		ConnContext:       access.ConnContext, // the socket peer's credentials
 	}
-	serveErr := make(chan error, len(listeners))
+	serveErr := make(chan error, len(listeners)+1)
 	for _, l := range listeners {
 		go func() { serveErr <- srv.Serve(l) }()
+	}
+	var uiSrv *http.Server
+	if uiLn != nil {
+		uiSrv = serveUI(uiLn, web, pageAndAPI, lg, serveErr) // web.Gate names every caller there
 	}
 	lg.Info("kmd started", zap.String("version", version), zap.String("data_dir", cfg.DataDir),
 		zap.String("socket", cfg.Socket), zap.String("socket_group", cfg.SocketGroup), zap.String("listen", listen),
@@ -164,6 +189,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		lg.Warn("shutdown", zap.Error(err))
+	}
+	if uiSrv != nil {
+		if err := uiSrv.Shutdown(sctx); err != nil {
+			lg.Warn("shutdown web page", zap.Error(err))
+		}
 	}
 	os.Remove(cfg.Socket)
 	// reg.Close (deferred) cancels rekeys: a batch in flight rolls back and
