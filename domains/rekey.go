@@ -31,7 +31,7 @@ func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
 	}
 	var migrating []*Domain
 	for _, d := range ds {
-		st := d.engine.Status()
+		st := settled(d.engine)
 		switch {
 		case st.Pending() && st.Op == rekey.OpMigrate && !st.Failed():
 			migrating = append(migrating, d) // the rekey waits for the migration
@@ -62,6 +62,21 @@ func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
 	}
 	return started, nil
 }
+
+// settled returns the engine's status once a run that has done its work
+// has also recorded its end (its events, its schedule, a rekey queued
+// behind it): until then it still counts as running, and a start asked
+// for in between is no more "in progress" than one asked a moment later.
+// It waits at most wrapUp.
+func settled(e *rekey.Engine) rekey.Status {
+	st := e.Status()
+	for deadline := time.Now().Add(wrapUp); st.Running && !st.Pending() && time.Now().Before(deadline); st = e.Status() {
+		time.Sleep(time.Millisecond)
+	}
+	return st
+}
+
+const wrapUp = 5 * time.Second
 
 func (r *Registry) currentLocation(d *Domain) string {
 	if st := r.keyStatus(context.Background(), d); st.Location != "" {

@@ -5,7 +5,9 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/kmd-project/kmd/domains"
 	"github.com/kmd-project/kmd/logs"
@@ -167,5 +169,53 @@ func TestStartRekey_BusyDomainStartsNone(t *testing.T) {
 	}
 	if got := e.events.CountByDomain(logs.EventRekeyCompleted); !reflect.DeepEqual(got, map[string]int{"S3": 1}) {
 		t.Errorf("completed events per domain %v, want only S3 once", got)
+	}
+}
+
+// A start asked for while a run that has done its work records its end
+// (a migration's, here: a rekey asked for during one must wait for it)
+// is not refused as "in progress": it waits for the end, then starts.
+func TestStartRekey_WhileARunRecordsItsEnd(t *testing.T) {
+	e := newEnv(t)
+	recording := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	e.cfg.OnRekeyEnd = func(end rekey.End) {
+		if end.Domain == "S3" {
+			once.Do(func() {
+				close(recording)
+				<-release
+			})
+		}
+	}
+	var released sync.Once
+	let := func() { released.Do(func() { close(release) }) }
+	r := e.open()
+	t.Cleanup(let) // before the registry closes, should the test fail first
+	before := keyIDs(t, r)
+	if _, err := r.StartRekey(logs.ScopeCluster, []string{"S3"}); err != nil {
+		t.Fatal(err)
+	}
+	<-recording // S3's rekey is done and is recording its end
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.StartRekey(logs.ScopeCluster, []string{"S3"})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("StartRekey answered %v before the first run had recorded its end", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	let()
+	if err := <-done; err != nil {
+		t.Fatalf("StartRekey right after a run's end = %v, want it started", err)
+	}
+	st := waitDone(t, r, "S3")
+	if st.Status != domains.StatusActive || st.KeyID == before["S3"] {
+		t.Fatalf("S3 after two rekeys: %+v", st)
+	}
+	if n := len(e.events.Events(logs.EventRekeyCompleted, "S3")); n != 2 {
+		t.Errorf("%d completed rekeys of S3, want 2", n)
 	}
 }
