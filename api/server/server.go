@@ -61,6 +61,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT "+api.PathRekey+"{scope}", s.modifyRekey)
 	mux.HandleFunc("POST "+api.PathRekey+"{scope}", s.startRekey)
 	s.kmipRoutes(mux)
+	s.stagedRoutes(mux)
 	mux.HandleFunc("/", s.noEndpoint)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.EscapedPath(), api.PathDomains) {
@@ -158,7 +159,7 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 			}
 			out.Nodes = append(out.Nodes, api.NodeStatus{Node: d.Node, Status: st, KeyID: d.KeyID, Location: d.Location,
 				RemoteKeyID: d.RemoteKeyID, KeyCreated: utcSecond(d.KeyCreated), Error: d.Error, Entries: d.Entries,
-				Rekey: progress(d.Rekey), NextRetry: d.NextRetry})
+				Rekey: progress(d.Rekey), NextRetry: d.NextRetry, StagedUntil: d.StagedUntil})
 		}
 		writeJSON(w, http.StatusOK, out)
 		return
@@ -167,7 +168,7 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 	for _, d := range rows {
 		out.Domains = append(out.Domains, api.DomainStatus{Domain: d.Domain, Status: d.Status, KeyID: d.KeyID,
 			KeyCreated: utcSecond(d.KeyCreated), Location: d.Location, RemoteKeyID: d.RemoteKeyID, Error: d.Error,
-			Entries: d.Entries, Rekey: progress(d.Rekey), NextRetry: d.NextRetry})
+			Entries: d.Entries, Rekey: progress(d.Rekey), NextRetry: d.NextRetry, StagedUntil: d.StagedUntil})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -259,7 +260,16 @@ func (s *Server) startRekey(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	started, err := s.reg.StartRekey(r.PathValue("scope"), req.Domains)
+	var o rekey.StartOptions
+	if req.StagePeriod != "" {
+		stage, err := rekey.ParseStagePeriod(req.StagePeriod)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		o.Stage = stage
+	}
+	started, err := s.reg.StartRekeyWith(r.PathValue("scope"), req.Domains, o)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
