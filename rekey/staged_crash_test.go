@@ -126,7 +126,7 @@ func TestStaged_ResumeAfterCrash(t *testing.T) {
 		t.Run(tc.run, func(t *testing.T) {
 			total := stepsOfRun(t, tc.template, tc.run)
 			points := min(tc.points, total)
-			defer func() { t.Logf("RELIABILITY kill-9 %d", points) }()
+			defer func() { t.Logf("RELIABILITY kills %d", points) }()
 			t.Logf("%s of %d entries in batches of %d has %d steps; killing at %d points", tc.run, crashEntries, crashBatch, total, points)
 			for i := range points {
 				seed := uint64(i)
