@@ -325,7 +325,7 @@ func TestStagedRekey_PeriodEndsWhileDown(t *testing.T) {
 }
 
 // dataDirHashes maps every file and directory under dir to its mode, and
-// a regular file also to its size and SHA-256.
+// a regular file also to its size, modification time and SHA-256.
 func dataDirHashes(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	m := map[string]string{}
@@ -343,7 +343,7 @@ func dataDirHashes(t *testing.T, dir string) map[string]string {
 			if err != nil {
 				return err
 			}
-			h += fmt.Sprintf(" %d %x", len(b), sha256.Sum256(b))
+			h += fmt.Sprintf(" %d %s %x", len(b), fi.ModTime().UTC().Format(time.RFC3339Nano), sha256.Sum256(b))
 		}
 		rel, _ := filepath.Rel(dir, p)
 		m[rel] = h
@@ -357,7 +357,8 @@ func dataDirHashes(t *testing.T, dir string) map[string]string {
 
 // TestStagedRekey_DryRunChangesNothing runs dry runs, table and JSON, of
 // both scopes, staged and not, and compares every file of the data dir
-// (names, modes, contents) before and after, byte for byte. Then it
+// (names, modes, mtimes, contents: SQLite's -wal and -shm files too)
+// before and after, byte for byte. Then it
 // deletes a STAGED domain's retired key by its fingerprint.
 func TestStagedRekey_DryRunChangesNothing(t *testing.T) {
 	t.Parallel()
