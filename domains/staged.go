@@ -445,6 +445,10 @@ func (r *Registry) DeleteKey(ctx context.Context, scope, domain, fp string) (Key
 			return k, nil
 		}
 		st := d.engine.Status()
+		if st.Error == "" { // kmd is stopping
+			return k, fmt.Errorf("delete key %s of %s: the continue of its staged rekey was interrupted in %s; it resumes at the next start",
+				k.ID, d.Name, st.Phase)
+		}
 		return k, fmt.Errorf("delete key %s of %s: the continue of its staged rekey failed in %s: %s; it is retried at %s",
 			k.ID, d.Name, st.Phase, st.Error, st.NextRetry.UTC().Format(time.RFC3339))
 	case st.Pending():

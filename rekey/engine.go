@@ -475,7 +475,7 @@ func (e *Engine) switchKey(ctx context.Context, st State) error {
 	}
 	to, ok := findKey(infos, st.To)
 	if !ok {
-		if st.Op == OpCancel { // the retired MK entries go back to: never replaced
+		if st.Op == OpCancel { // the retired MK the entries go back under is never replaced
 			return fmt.Errorf("switch %s: retired key %s has no metadata; the cancel cannot go on", e.cfg.Domain, st.To)
 		}
 		return e.restartPrepare(ctx, st, "its metadata is missing")
