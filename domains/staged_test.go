@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kmd-project/kmd/domains"
+	"github.com/kmd-project/kmd/kmip/kmiptestserver"
 	"github.com/kmd-project/kmd/logs"
 	"github.com/kmd-project/kmd/provider"
 	"github.com/kmd-project/kmd/rekey"
@@ -459,4 +460,73 @@ func TestStaged_DeleteReferencedKeyRefused(t *testing.T) {
 	if got, _, err := v.Get(ctx, "left/behind"); err != nil || string(got) != "x" {
 		t.Fatalf("entry under the retired key: %q %v", got, err)
 	}
+}
+
+// A staged rekey of an MK on a KMIP server keeps the retired MK there,
+// loaded again after a restart (from the server); cancel goes back to it
+// and destroys the new one on the server; a rekey staged again and
+// continued destroys the retired one there.
+func TestStaged_OnKMIP(t *testing.T) {
+	t.Parallel()
+	srv := kmiptestserver.Start(t)
+	e := newEnv(t)
+	r := e.open()
+	ctx := context.Background()
+	addKMIP(t, r, srv)
+	want := fill(t, vault(t, r, domains.SEDDomain), "drive", 15)
+	migrate(t, r, logs.ScopeSED, nil, "kmip1")
+	onKMIP := checkOnKMIP(t, e, r, srv, domains.SEDDomain)
+
+	stageDomains(t, r, logs.ScopeSED, sevenDays, domains.SEDDomain)
+	st := status(t, r, domains.SEDDomain)
+	if st.Location != "kmip1" || st.KeyID == onKMIP.KeyID {
+		t.Fatalf("SED staged: %+v", st)
+	}
+	if keys := serverKeys(srv); len(keys) != 2 || !slices.Contains(keys, onKMIP.RemoteKeyID) || !slices.Contains(keys, st.RemoteKeyID) {
+		t.Fatalf("server holds %v while STAGED, want the retired %s and the current %s", keys, onKMIP.RemoteKeyID, st.RemoteKeyID)
+	}
+	p, err := r.PlanRekey(ctx, logs.ScopeSED, nil, rekey.StartOptions{})
+	if err != nil || p.Rows[0].Action != domains.PlanRefuse || p.Rows[0].Current.Location != "kmip1" || p.Rows[0].Current.RemoteID != st.RemoteKeyID {
+		t.Fatalf("plan while STAGED on kmip1: %+v %v", p, err)
+	}
+
+	// After a restart the retired MK is loaded from the server again.
+	r.Close()
+	r = e.open()
+	if st := status(t, r, domains.SEDDomain); st.Status != domains.StatusStaged {
+		t.Fatalf("SED after a restart: %+v", st)
+	}
+	if vault(t, r, domains.SEDDomain).Key(onKMIP.KeyID) == nil {
+		t.Fatal("the retired MK on kmip1 is not loaded after a restart")
+	}
+	if _, err := r.CancelStaged(ctx, logs.ScopeSED, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, r, domains.SEDDomain)
+	back := checkOnKMIP(t, e, r, srv, domains.SEDDomain)
+	if back.KeyID != onKMIP.KeyID || back.RemoteKeyID != onKMIP.RemoteKeyID {
+		t.Fatalf("SED after cancel %+v, want the retired %+v back", back, onKMIP)
+	}
+	if keys := serverKeys(srv); !slices.Equal(keys, []string{onKMIP.RemoteKeyID}) {
+		t.Fatalf("server holds %v after cancel, want only %s", keys, onKMIP.RemoteKeyID)
+	}
+	checkEntries(t, vault(t, r, domains.SEDDomain), want)
+
+	stageDomains(t, r, logs.ScopeSED, sevenDays, domains.SEDDomain)
+	rows, err := r.Keys(ctx, logs.ScopeSED, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retired := byState(t, rows, provider.KeyRetired)
+	if retired.Location != "kmip1" || retired.RemoteID != onKMIP.RemoteKeyID {
+		t.Fatalf("retired key %+v", retired)
+	}
+	if _, err := r.DeleteKey(ctx, logs.ScopeSED, domains.SEDDomain, retired.Fingerprint); err != nil {
+		t.Fatal(err)
+	}
+	now := checkOnKMIP(t, e, r, srv, domains.SEDDomain)
+	if keys := serverKeys(srv); !slices.Equal(keys, []string{now.RemoteKeyID}) {
+		t.Fatalf("server holds %v after the continue, want only %s", keys, now.RemoteKeyID)
+	}
+	checkEntries(t, vault(t, r, domains.SEDDomain), want)
 }
