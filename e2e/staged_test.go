@@ -432,3 +432,78 @@ func TestStagedRekey_DryRunChangesNothing(t *testing.T) {
 	}
 	d.refused(1, []string{"no master key of SSO has fingerprint " + retired.Fingerprint}, "cluster", "keys", "delete", "--domain", "SSO", "--fingerprint", retired.Fingerprint)
 }
+
+// TestStagedRekey_SED runs the sed scope's commands: a staged rekey, keys
+// list, cancel, continue, and keys delete of the retired key.
+func TestStagedRekey_SED(t *testing.T) {
+	t.Parallel()
+	d := startKMD(t)
+	data := genEntries("sed-", 8)
+	for name, v := range data {
+		d.put("SED", name, v)
+	}
+	first := d.sedKeyID()
+	d.refused(1, []string{"SED is not STAGED (it is LOCAL); nothing to continue"}, "sed", "rekey", "continue")
+	stage := func() (retired, current keyRow) {
+		t.Helper()
+		if out := d.must("sed", "rekey", "start", "--stage-period", "1D", "--yes", "--wait"); out != "Rekey staged: SED\n" {
+			t.Fatalf("sed staged start printed %q", out)
+		}
+		if n := d.sedStatus().Nodes[0]; n.Status != "STAGED" {
+			t.Fatalf("sed status %+v, want STAGED", n)
+		}
+		if table := d.must("sed", "status"); !strings.Contains(table, " 1    STAGED  Local ") {
+			t.Errorf("sed status table:\n%s", table)
+		}
+		l := d.keys("sed")
+		retired, current = keyIn(t, l, "RETIRED"), keyIn(t, l, "CURRENT")
+		if retired.Domain != "SED" || retired.Node != 1 || current.Entries != int64(len(data)) || retired.DestroyAt == nil {
+			t.Fatalf("sed keys list %+v", l)
+		}
+		if table := d.must("sed", "keys", "list"); !strings.Contains(table, retired.Fingerprint) || !strings.Contains(table, "Total: 2") {
+			t.Errorf("sed keys list table:\n%s", table)
+		}
+		d.refused(1, []string{"SED is STAGED until", "'kmctl sed rekey continue' or 'kmctl sed rekey cancel'"}, "sed", "rekey", "start", "--yes")
+		return retired, current
+	}
+
+	retired, _ := stage()
+	if retired.KeyID != first {
+		t.Fatalf("retired key %s, want %s", retired.KeyID, first)
+	}
+	if out := d.must("sed", "rekey", "cancel", "--wait"); out != "Cancel completed: SED\n" {
+		t.Errorf("sed cancel printed %q", out)
+	}
+	if n := d.sedStatus().Nodes[0]; n.Status != "LOCAL" || n.KeyID != first {
+		t.Fatalf("SED after cancel %+v, want LOCAL under %s", n, first)
+	}
+	if files := d.keyFiles("SED"); !slices.Equal(files, []string{first + ".key"}) {
+		t.Errorf("keys/SED after cancel: %v", files)
+	}
+
+	_, current := stage()
+	if out := d.must("sed", "rekey", "continue", "--wait"); out != "Continue completed: SED\n" {
+		t.Errorf("sed continue printed %q", out)
+	}
+	if files := d.keyFiles("SED"); !slices.Equal(files, []string{current.KeyID + ".key"}) {
+		t.Errorf("keys/SED after continue: %v", files)
+	}
+
+	retired, current = stage()
+	d.refused(1, []string{"is CURRENT"}, "sed", "keys", "delete", "--fingerprint", current.Fingerprint)
+	d.refused(2, []string{"unknown flag: --domain"}, "sed", "keys", "delete", "--domain", "SED", "--fingerprint", retired.Fingerprint)
+	d.must("sed", "keys", "delete", "--fingerprint", retired.Fingerprint)
+	if n := d.sedStatus().Nodes[0]; n.Status != "LOCAL" || n.KeyID != current.KeyID {
+		t.Fatalf("SED after its retired key was deleted %+v", n)
+	}
+	if files := d.keyFiles("SED"); !slices.Equal(files, []string{current.KeyID + ".key"}) {
+		t.Errorf("keys/SED after keys delete: %v", files)
+	}
+	d.checkExport("SED", data)
+	evs := d.events()
+	for name, want := range map[string]int{"KeyManagerSedsRekeyStaged": 3, "KeyManagerSedsRekeyCancelled": 1, "KeyManagerSedsRekeyContinued": 2} {
+		if got := countEvents(evs, name, "SED"); got != want {
+			t.Errorf("%d %s events, want %d", got, name, want)
+		}
+	}
+}
