@@ -135,8 +135,9 @@ create and destroy and where, and whether it would be refused) and changes nothi
 Without --yes, kmctl asks for confirmation on a terminal and rekeys only on the answer
 "yes"; without a terminal it refuses. Without --wait it returns once kmd accepted the
 rekey; with --wait it shows progress on a terminal and returns when the rekey ended (or,
-staged, reached STAGED), with exit status 1 if it failed. A domain whose rekey is already
-running is refused, and so is one that is STAGED until it is continued or cancelled.`,
+staged, reached STAGED), with exit status 1 if it failed.
+A domain whose rekey is already running is refused, and so is one that is STAGED until
+it is continued or cancelled.`,
 		Example: `  kmctl cluster rekey start
   kmctl cluster rekey start --domain S3 --domain SSO --yes --wait
   kmctl cluster rekey start --domain S3 --stage-period 7D --yes
@@ -153,8 +154,8 @@ running is refused, and so is one that is STAGED until it is continued or cancel
 		c.Use = "start [--stage-period VALUE] [--dry-run] [--yes] [--wait]"
 		c.Short = "Start a rekey of the SED key store"
 		c.Long = strings.Replace(c.Long, "for each domain", "for the SED key store", 1)
-		c.Long = strings.Replace(c.Long, "A domain whose rekey is already running is refused, and so is one that is STAGED",
-			"A rekey is refused while one is running, and while the store is STAGED", 1)
+		c.Long = strings.Replace(c.Long, "A domain whose rekey is already running is refused, and so is one that is STAGED until\nit is continued",
+			"A rekey is refused while one is running, and while the store is STAGED until it is\ncontinued", 1)
 		c.Example = "  kmctl sed rekey start\n  kmctl sed rekey start --yes --wait\n  kmctl sed rekey start --stage-period 7D --yes\n  kmctl sed rekey start --dry-run"
 	}
 	f.StringVar(&o.stagePeriod, "stage-period", "", "stage the rekey: keep the old key, RETIRED, for `VALUE` (e.g. 7D, 2W, 12h)")
