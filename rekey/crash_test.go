@@ -147,32 +147,9 @@ func TestEngine_ResumeAfterCrash(t *testing.T) {
 
 	total := stepsOfOneRekey(t, template)
 	t.Logf("one rekey of %d entries in batches of %d has %d steps; killing at %d points", crashEntries, crashBatch, total, points)
-	for i := range points {
-		seed := uint64(i)
-		rng := rand.New(rand.NewPCG(seed, 0x6b6d64))
-		// Spread the kill points evenly over every step, and wait a seeded
-		// 0–3 ms after the step so the kill may land mid-operation.
-		killAt := 1 + i*total/points
-		delay := time.Duration(rng.IntN(3000)) * time.Microsecond
-		if i%4 == 0 {
-			delay = 0
-		}
-		// Every third run crashes the resumed rekey again.
-		second := 0
-		if i%3 == 2 {
-			second = 1 + rng.IntN(total)
-		}
-		t.Run(fmt.Sprintf("seed%02d-step%02d", seed, killAt), func(t *testing.T) {
-			dir := t.TempDir()
-			copyDir(t, template, dir)
-			acked := map[string]int{}
-			runCrashChild(t, dir, killAt, delay, 0, acked)
-			if second > 0 {
-				runCrashChild(t, dir, second, 0, 1_000_000, acked)
-			}
-			e := openEnv(t, dir, envOpts{batch: crashBatch})
-			exp := e.afterCrash(want, acked)
-			e.checkAll(exp)
+	for _, kp := range killPoints(total, points, 0x6b6d64) {
+		t.Run(kp.name(), func(t *testing.T) {
+			e, exp := kp.crash(t, template, want, runCrashChild)
 			if e.eng.Resume() {
 				if err := e.wait(); err != nil {
 					t.Fatal(err)
@@ -182,6 +159,56 @@ func TestEngine_ResumeAfterCrash(t *testing.T) {
 			e.checkOneKey()
 		})
 	}
+}
+
+// killPoint is where one crash test run kills its child: after step
+// killAt, delay later; then, if second > 0, the resumed run at that step.
+type killPoint struct {
+	seed   uint64
+	killAt int
+	delay  time.Duration
+	second int
+}
+
+func (kp killPoint) name() string { return fmt.Sprintf("seed%02d-step%02d", kp.seed, kp.killAt) }
+
+// killPoints spreads points kill points evenly over total steps, each
+// waiting a seeded 0–3 ms after its step (none for every fourth) so the
+// kill may land mid-operation; every third crashes the resumed run again.
+func killPoints(total, points int, stream uint64) []killPoint {
+	var kps []killPoint
+	for i := range points {
+		kp := killPoint{seed: uint64(i), killAt: 1 + i*total/points}
+		rng := rand.New(rand.NewPCG(kp.seed, stream))
+		kp.delay = time.Duration(rng.IntN(3000)) * time.Microsecond
+		if i%4 == 0 {
+			kp.delay = 0
+		}
+		if i%3 == 2 {
+			kp.second = 1 + rng.IntN(total)
+		}
+		kps = append(kps, kp)
+	}
+	return kps
+}
+
+// crash runs a copy of template through kp's kills with child, reopens it
+// and checks every entry against what the children's writers acknowledged;
+// it returns the domain and every entry's expected value.
+func (kp killPoint) crash(t *testing.T, template string, want map[string][]byte,
+	child func(t *testing.T, dir string, killAt int, delay time.Duration, genBase int, acked map[string]int)) (*env, map[string][]byte) {
+	t.Helper()
+	dir := t.TempDir()
+	copyDir(t, template, dir)
+	acked := map[string]int{}
+	child(t, dir, kp.killAt, kp.delay, 0, acked)
+	if kp.second > 0 {
+		child(t, dir, kp.second, 0, 1_000_000, acked)
+	}
+	e := openEnv(t, dir, envOpts{batch: crashBatch})
+	exp := e.afterCrash(want, acked)
+	e.checkAll(exp)
+	return e, exp
 }
 
 // afterCrash checks what a crash child's writer left: an entry equals its

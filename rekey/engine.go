@@ -228,14 +228,9 @@ func (e *Engine) StartWith(target string, o StartOptions) error {
 				ErrOtherPending, e.cfg.Domain, st.Op, st.Error)
 		}
 		st.StagePeriod = o.Stage
-		su, err := stateUpdate(st)
-		if err != nil {
+		if err := e.recordLocked(st, "start rekey of"); err != nil {
 			return err
 		}
-		if err := e.store.UpdateMeta(e.ctx, su); err != nil {
-			return fmt.Errorf("start rekey of %s: %w", e.cfg.Domain, err)
-		}
-		e.state = st
 	}
 	if e.state.Phase == PhaseNone {
 		from := e.cfg.Vault.Current()
@@ -249,18 +244,28 @@ func (e *Engine) StartWith(target string, o StartOptions) error {
 			op = OpMigrate
 		}
 		st := State{Phase: PhasePrepare, Op: op, From: from, To: newKeyID(), Target: target, Started: e.now(), StagePeriod: o.Stage}
-		su, err := stateUpdate(st)
-		if err != nil {
+		if err := e.recordLocked(st, "start rekey of"); err != nil {
 			return err
 		}
-		if err := e.store.UpdateMeta(e.ctx, su); err != nil {
-			return fmt.Errorf("start rekey of %s: %w", e.cfg.Domain, err)
-		}
-		e.state = st
 		e.lg.Info("rekey started", zap.String(logs.OldKeyID, from), zap.String(logs.NewKeyID, st.To), zap.String(logs.Location, target),
 			zap.Stringer(logs.StagePeriod, st.StagePeriod))
 	}
 	e.launchLocked()
+	return nil
+}
+
+// recordLocked persists st alone, durably, then adopts it; what names the
+// step in the error. It is for the steps that begin a run (save is for
+// those of a run), made with e.mu held so that no second run begins.
+func (e *Engine) recordLocked(st State, what string) error {
+	su, err := stateUpdate(st)
+	if err == nil {
+		err = e.store.UpdateMeta(e.ctx, su)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, e.cfg.Domain, err)
+	}
+	e.state = st
 	return nil
 }
 
@@ -270,7 +275,7 @@ func (e *Engine) location(id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ki, ok := findKey(infos, id)
+	ki, ok := provider.KeyByID(infos, id)
 	if !ok {
 		return "", fmt.Errorf("rekey %s: key %s has no metadata", e.cfg.Domain, id)
 	}
@@ -458,22 +463,13 @@ func (e *Engine) prepare(ctx context.Context, st State) error {
 	return nil
 }
 
-func findKey(infos []provider.KeyInfo, id string) (provider.KeyInfo, bool) {
-	for _, k := range infos {
-		if k.ID == id {
-			return k, true
-		}
-	}
-	return provider.KeyInfo{}, false
-}
-
 // switchKey makes the new MK current for writes and the old one RETIRING.
 func (e *Engine) switchKey(ctx context.Context, st State) error {
 	infos, err := e.store.Keys(ctx)
 	if err != nil {
 		return err
 	}
-	to, ok := findKey(infos, st.To)
+	to, ok := provider.KeyByID(infos, st.To)
 	if !ok {
 		if st.Op == OpCancel { // the retired MK the entries go back under is never replaced
 			return fmt.Errorf("switch %s: retired key %s has no metadata; the cancel cannot go on", e.cfg.Domain, st.To)
@@ -497,7 +493,7 @@ func (e *Engine) switchKey(ctx context.Context, st State) error {
 	next.Phase = PhaseRewrap
 	if st.From == "" { // OpInit: nothing to rewrap
 		next = State{}
-	} else if from, ok := findKey(infos, st.From); ok {
+	} else if from, ok := provider.KeyByID(infos, st.From); ok {
 		from.State = provider.KeyRetiring
 		put = append(put, from)
 	}
@@ -604,7 +600,7 @@ func (e *Engine) verify(ctx context.Context, st State) error {
 		return err
 	}
 	var put []provider.KeyInfo
-	if from, ok := findKey(infos, st.From); ok {
+	if from, ok := provider.KeyByID(infos, st.From); ok {
 		from.State = provider.KeyRetired
 		put = append(put, from)
 	}
@@ -631,7 +627,7 @@ func (e *Engine) destroy(ctx context.Context, st State) error {
 	if err != nil {
 		return err
 	}
-	if from, ok := findKey(infos, st.From); ok {
+	if from, ok := provider.KeyByID(infos, st.From); ok {
 		src, err := e.cfg.Sources(from.Location)
 		if err != nil {
 			return fmt.Errorf("destroy %s key %s: %w", e.cfg.Domain, st.From, err)

@@ -114,14 +114,9 @@ func (e *Engine) Continue(by string) error {
 	st := e.state
 	st.Phase, st.Continued, st.Started, st.Attempts = PhaseVerify, by, e.now(), 0
 	st.Error, st.FailedAt, st.NextRetry = "", time.Time{}, time.Time{}
-	su, err := stateUpdate(st)
-	if err != nil {
+	if err := e.recordLocked(st, "continue staged rekey of"); err != nil {
 		return err
 	}
-	if err := e.store.UpdateMeta(e.ctx, su); err != nil {
-		return fmt.Errorf("continue staged rekey of %s: %w", e.cfg.Domain, err)
-	}
-	e.state = st
 	e.lg.Info("staged rekey continued", zap.String(logs.By, by), zap.String(logs.OldKeyID, st.From))
 	e.launchLocked()
 	return nil
@@ -144,7 +139,7 @@ func (e *Engine) Cancel() error {
 	if err != nil {
 		return fmt.Errorf("cancel staged rekey of %s: %w", e.cfg.Domain, err)
 	}
-	old, ok := findKey(infos, st.From)
+	old, ok := provider.KeyByID(infos, st.From)
 	if !ok {
 		return fmt.Errorf("cancel staged rekey of %s: retired key %s has no metadata", e.cfg.Domain, st.From)
 	}
@@ -166,14 +161,9 @@ func (e *Engine) Cancel() error {
 		return fmt.Errorf("%w for %s: its staged rekey changed meanwhile", ErrInProgress, e.cfg.Domain)
 	}
 	next := State{Phase: PhaseSwitch, Op: OpCancel, From: st.To, To: st.From, Target: old.Location, Started: e.now()}
-	su, err := stateUpdate(next)
-	if err != nil {
+	if err := e.recordLocked(next, "cancel staged rekey of"); err != nil {
 		return err
 	}
-	if err := e.store.UpdateMeta(e.ctx, su); err != nil {
-		return fmt.Errorf("cancel staged rekey of %s: %w", e.cfg.Domain, err)
-	}
-	e.state = next
 	e.lg.Info("staged rekey cancelled", zap.String(logs.KeyID, st.From), zap.String(logs.OldKeyID, st.To))
 	e.launchLocked()
 	return nil
@@ -229,13 +219,11 @@ func (e *Engine) reanchorLocked(now time.Time) {
 	e.lg.Warn("clock is before the moment the rekey was staged; the stage period counts from now",
 		zap.Time("staged_at", st.StagedAt), zap.Time("now", now), zap.Stringer(logs.StagePeriod, st.StagePeriod))
 	st.StagedAt, st.StagedUntil = now, st.StagePeriod.After(now)
-	if su, err := stateUpdate(st); err != nil {
-		e.lg.Error("record stage period", zap.Error(err))
-	} else if err := e.store.UpdateMeta(e.ctx, su); err != nil {
+	if err := e.recordLocked(st, "record stage period of"); err != nil {
 		// Kept in memory: a restart re-anchors again, from its own now.
 		e.lg.Error("record stage period", zap.Error(err))
+		e.state = st
 	}
-	e.state = st
 }
 
 // DeleteRetired destroys a RETIRED MK that no pending rekey holds (a STAGED
@@ -271,7 +259,7 @@ func (e *Engine) DeleteRetired(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	k, ok := findKey(infos, id)
+	k, ok := provider.KeyByID(infos, id)
 	if !ok {
 		return fmt.Errorf("delete key %s of %s: %w", id, e.cfg.Domain, provider.ErrKeyNotFound)
 	}

@@ -3,7 +3,6 @@ package rekey
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"slices"
 	"testing"
@@ -128,29 +127,13 @@ func TestStaged_ResumeAfterCrash(t *testing.T) {
 			points := min(tc.points, total)
 			defer func() { t.Logf("RELIABILITY kills %d", points) }()
 			t.Logf("%s of %d entries in batches of %d has %d steps; killing at %d points", tc.run, crashEntries, crashBatch, total, points)
-			for i := range points {
-				seed := uint64(i)
-				rng := rand.New(rand.NewPCG(seed, 0x73746764))
-				killAt := 1 + i*total/points
-				delay := time.Duration(rng.IntN(3000)) * time.Microsecond
-				if i%4 == 0 {
-					delay = 0
-				}
-				second := 0
-				if i%3 == 2 {
-					second = 1 + rng.IntN(total)
-				}
-				t.Run(fmt.Sprintf("seed%02d-step%02d", seed, killAt), func(t *testing.T) {
-					dir := t.TempDir()
-					copyDir(t, tc.template, dir)
-					acked := map[string]int{}
-					runStagedChild(t, dir, tc.run, killAt, delay, 0, acked)
-					if second > 0 {
-						runStagedChild(t, dir, tc.run, second, 0, 1_000_000, acked)
-					}
-					e := openEnv(t, dir, envOpts{batch: crashBatch})
-					exp := e.afterCrash(want, acked)
-					e.checkAll(exp)
+			child := func(t *testing.T, dir string, killAt int, delay time.Duration, genBase int, acked map[string]int) {
+				t.Helper()
+				runStagedChild(t, dir, tc.run, killAt, delay, genBase, acked)
+			}
+			for _, kp := range killPoints(total, points, 0x73746764) {
+				t.Run(kp.name(), func(t *testing.T) {
+					e, exp := kp.crash(t, tc.template, want, child)
 					if e.eng.Resume() {
 						if err := e.wait(); err != nil {
 							t.Fatal(err)
