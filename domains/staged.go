@@ -105,22 +105,28 @@ func (r *Registry) CancelStaged(ctx context.Context, scope string, names []strin
 	return r.stagedAction(ctx, scope, names, "cancel", func(d *Domain) error { return d.engine.Cancel() })
 }
 
+// namedOrOpen resolves names to domains of scope as scopeDomains does, or,
+// when none are named, to every domain of scope that is open.
+func (r *Registry) namedOrOpen(scope string, names []string) (ds []*Domain, all []string, err error) {
+	if all, err = ScopeDomains(scope); err != nil {
+		return nil, nil, err
+	}
+	if len(names) > 0 {
+		ds, err = r.scopeDomains(scope, names)
+		return ds, all, err
+	}
+	for _, n := range all {
+		if d := r.byName[n]; d.openErr == nil {
+			ds = append(ds, d)
+		}
+	}
+	return ds, all, nil
+}
+
 func (r *Registry) stagedAction(ctx context.Context, scope string, names []string, verb string, act func(*Domain) error) ([]string, error) {
-	all, err := ScopeDomains(scope)
+	ds, all, err := r.namedOrOpen(scope, names)
 	if err != nil {
 		return nil, err
-	}
-	var ds []*Domain
-	if len(names) > 0 {
-		if ds, err = r.scopeDomains(scope, names); err != nil {
-			return nil, err
-		}
-	} else {
-		for _, n := range all {
-			if d := r.byName[n]; d.openErr == nil {
-				ds = append(ds, d)
-			}
-		}
 	}
 	var todo []*Domain
 	for _, d := range ds {
@@ -288,7 +294,7 @@ func (r *Registry) planRow(ctx context.Context, d *Domain, o rekey.StartOptions)
 		if st.Phase == rekey.PhasePrepare {
 			row.CreateAt, row.CreateID = st.Target, st.To
 		}
-		if k, ok := findKey(infos, st.From); ok {
+		if k, ok := provider.KeyByID(infos, st.From); ok {
 			row.Destroy = &k
 		}
 		return row
@@ -298,15 +304,6 @@ func (r *Registry) planRow(ctx context.Context, d *Domain, o rekey.StartOptions)
 	cur := row.Current
 	row.Destroy = &cur
 	return row
-}
-
-func findKey(infos []provider.KeyInfo, id string) (provider.KeyInfo, bool) {
-	for _, k := range infos {
-		if k.ID == id {
-			return k, true
-		}
-	}
-	return provider.KeyInfo{}, false
 }
 
 // KeyRow is one MK as keys list shows it.
@@ -324,21 +321,9 @@ type KeyRow struct {
 // display order, each domain's oldest first. A domain that could not be
 // opened is left out when none is named.
 func (r *Registry) Keys(ctx context.Context, scope string, names []string) ([]KeyRow, error) {
-	all, err := ScopeDomains(scope)
+	ds, _, err := r.namedOrOpen(scope, names)
 	if err != nil {
 		return nil, err
-	}
-	var ds []*Domain
-	if len(names) > 0 {
-		if ds, err = r.scopeDomains(scope, names); err != nil {
-			return nil, err
-		}
-	} else {
-		for _, n := range all {
-			if d := r.byName[n]; d.openErr == nil {
-				ds = append(ds, d)
-			}
-		}
 	}
 	rows := []KeyRow{}
 	for _, d := range ds {
@@ -475,7 +460,7 @@ func (r *Registry) findLiveKey(ctx context.Context, d *Domain, id string) (provi
 	if err != nil {
 		return provider.KeyInfo{}, err
 	}
-	if k, ok := findKey(infos, id); ok {
+	if k, ok := provider.KeyByID(infos, id); ok {
 		return k, nil
 	}
 	return provider.KeyInfo{}, ErrKeyNotFound

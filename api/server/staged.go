@@ -24,8 +24,12 @@ func (s *Server) stagedRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE "+api.PathKeys+"{scope}/{fingerprint}", s.deleteKey)
 }
 
-// queryDomains reads ?domain=D (repeatable); the sed scope takes none.
-func queryDomains(r *http.Request) ([]string, error) {
+// queryDomains reads ?domain=D (repeatable; the sed scope takes none),
+// and refuses any parameter but those and the others allowed.
+func queryDomains(r *http.Request, others ...string) ([]string, error) {
+	if err := checkQuery(r, append([]string{"domain"}, others...)...); err != nil {
+		return nil, err
+	}
 	ds := r.URL.Query()["domain"]
 	if r.PathValue("scope") == api.ScopeSED && len(ds) > 0 {
 		return nil, badRequestf("the sed scope has one domain; do not name domains")
@@ -58,11 +62,7 @@ func planKey(k provider.KeyInfo) *api.PlanKey {
 // planRekey answers what a rekey would do. It reads only: a dry run changes
 // nothing in kmd's data dir.
 func (s *Server) planRekey(w http.ResponseWriter, r *http.Request) {
-	if err := checkQuery(r, "domain", "stage_period"); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	names, err := queryDomains(r)
+	names, err := queryDomains(r, "stage_period")
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -141,10 +141,6 @@ func apiKey(k domains.KeyRow) api.Key {
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
-	if err := checkQuery(r, "domain"); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	names, err := queryDomains(r)
 	if err != nil {
 		s.writeError(w, r, err)
