@@ -25,10 +25,11 @@ var (
 	ErrBadFingerprint = errors.New("invalid fingerprint")
 )
 
-// The sed scope shows an idle domain's status as where its MK lives.
+// The sed scope shows an idle domain's status as where its MK lives (as
+// the API's sed status does).
 const (
-	StatusLocal = "LOCAL"
-	StatusKMIP  = "KMIP"
+	statusLocal = "LOCAL"
+	statusKMIP  = "KMIP"
 )
 
 // shownStatus is d's status as the operator sees it in its scope's table.
@@ -36,15 +37,15 @@ func (r *Registry) shownStatus(ctx context.Context, d *Domain) string {
 	s := r.domainStatus(ctx, d)
 	if d.Scope == logs.ScopeSED && s.Status == StatusActive {
 		if s.Location == provider.LocationLocal {
-			return StatusLocal
+			return statusLocal
 		}
-		return StatusKMIP
+		return statusKMIP
 	}
 	return s.Status
 }
 
-// kmctlDomain is how kmctl names d on its command line: "cluster … --domain
-// S3", or "sed …".
+// kmctlCmd is kmctl's command sub for d: "kmctl cluster sub --domain S3",
+// or "kmctl sed sub".
 func kmctlCmd(d *Domain, sub string) string {
 	if d.Scope == logs.ScopeSED {
 		return "kmctl sed " + sub
