@@ -290,7 +290,11 @@ func (r *Registry) planRow(ctx context.Context, d *Domain, o rekey.StartOptions)
 		row.Action = PlanRetry
 		row.Reason = fmt.Sprintf("retries its %s that failed in %s: %s", st.Op, st.Phase, st.Error)
 		if st.Ending() {
-			row.Reason = fmt.Sprintf("retries the %s of its staged rekey that failed in %s: %s", st.Run, st.Phase, st.Error)
+			what := rekey.RunContinue
+			if st.Op == rekey.OpCancel {
+				what = rekey.OpCancel
+			}
+			row.Reason = fmt.Sprintf("retries the %s of its staged rekey that failed in %s: %s", what, st.Phase, st.Error)
 		}
 		if st.Phase == rekey.PhasePrepare {
 			row.CreateAt, row.CreateID = st.Target, st.To
