@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"go.uber.org/zap"
 
@@ -41,11 +42,7 @@ func queryDomains(r *http.Request, others ...string) ([]string, error) {
 // must not be ignored.
 func checkQuery(r *http.Request, allowed ...string) error {
 	for k := range r.URL.Query() {
-		ok := false
-		for _, a := range allowed {
-			ok = ok || k == a
-		}
-		if !ok {
+		if !slices.Contains(allowed, k) {
 			return badRequestf(fmt.Sprintf("unknown query parameter %q: want %v", k, allowed))
 		}
 	}
