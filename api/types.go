@@ -59,6 +59,7 @@ type DomainStatus struct {
 	Entries     int64      `json:"entries"`
 	Rekey       *Progress  `json:"rekey"`
 	NextRetry   *time.Time `json:"next_retry"`
+	StagedUntil *time.Time `json:"staged_until"` // when a STAGED domain continues by itself; null otherwise
 }
 
 // ClusterStatus is `cluster status -o json`.
@@ -79,6 +80,7 @@ type NodeStatus struct {
 	Entries     int64      `json:"entries"`
 	Rekey       *Progress  `json:"rekey"`
 	NextRetry   *time.Time `json:"next_retry"`
+	StagedUntil *time.Time `json:"staged_until"` // when a STAGED store continues by itself; null otherwise
 }
 
 // SEDStatus is `sed status -o json`.
@@ -90,6 +92,9 @@ type SEDStatus struct {
 // RekeyStartRequest is the body of POST /v1/rekey/{scope}.
 type RekeyStartRequest struct {
 	Domains []string `json:"domains,omitempty"` // empty: the whole scope
+	// StagePeriod makes the rekey staged: the old MK is kept, RETIRED,
+	// for this period (--key-rotation syntax, not Never); "": not staged.
+	StagePeriod string `json:"stage_period,omitempty"`
 }
 
 // RekeyStartResponse lists the domains whose rekey was started.

@@ -358,8 +358,13 @@ func (r *Registry) Migrate(scope string, names []string, target string, retry bo
 	for _, d := range ds {
 		st := d.engine.Status()
 		switch {
+		case st.Staged():
+			return nil, r.stagedError(d, st.StagedUntil)
 		case st.Running:
 			return nil, fmt.Errorf("%w for %s", rekey.ErrInProgress, d.Name)
+		case st.Ending():
+			return nil, fmt.Errorf("%w for %s: the end of its staged rekey failed (%s); it is retried by itself",
+				rekey.ErrOtherPending, d.Name, st.Error)
 		case st.Failed() && !retry:
 			return nil, fmt.Errorf("%w for %s: its %s to %s failed (%s); pass --retry to retry it now", rekey.ErrOtherPending, d.Name, st.Op, st.Target, st.Error)
 		case st.Pending() && st.Target != target:
@@ -378,7 +383,7 @@ func (r *Registry) Migrate(scope string, names []string, target string, retry bo
 	var started []string
 	for _, d := range todo {
 		if err := d.engine.Start(target); err != nil {
-			return started, err
+			return started, r.withHint(d, err)
 		}
 		started = append(started, d.Name)
 	}

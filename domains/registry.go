@@ -46,6 +46,9 @@ const (
 	StatusInProgress = "IN_PROGRESS"
 	StatusFailed     = "FAILED"
 	StatusMigrating  = "MIGRATING"
+	// StatusStaged: a staged rekey is done but keeps the old MK, RETIRED,
+	// until it is continued or cancelled, or its stage period ends.
+	StatusStaged = "STAGED"
 )
 
 // Config configures a Registry.

@@ -21,6 +21,13 @@ import (
 // whose last rekey failed is retried now. A rekey of the whole scope resets
 // the scope's rotation clock when every domain has completed.
 func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
+	return r.StartRekeyWith(scope, names, rekey.StartOptions{})
+}
+
+// StartRekeyWith is StartRekey with options: o.Stage makes every rekey it
+// starts a staged one. A domain that is STAGED refuses it (and so the
+// whole start), as does, for a staged rekey, one that is migrating.
+func (r *Registry) StartRekeyWith(scope string, names []string, o rekey.StartOptions) ([]string, error) {
 	all, err := ScopeDomains(scope)
 	if err != nil {
 		return nil, err
@@ -31,15 +38,12 @@ func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
 	}
 	var migrating []*Domain
 	for _, d := range ds {
-		st := settled(d.engine)
-		switch {
-		case st.Pending() && st.Op == rekey.OpMigrate && !st.Failed():
+		queue, err := r.rekeyCheck(d, settled(d.engine), !o.Stage.IsNever())
+		if err != nil {
+			return nil, err
+		}
+		if queue {
 			migrating = append(migrating, d) // the rekey waits for the migration
-		case st.Running:
-			return nil, fmt.Errorf("%w for %s", rekey.ErrInProgress, d.Name)
-		case st.Pending() && st.Target != r.currentLocation(d):
-			return nil, fmt.Errorf("%w for %s: its %s to %s failed (%s); retry it first (migrate --to-server %s --retry)",
-				rekey.ErrOtherPending, d.Name, st.Op, st.Target, st.Error, st.Target)
 		}
 	}
 	whole := len(ds) == len(all)
@@ -55,8 +59,8 @@ func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
 				return started, err
 			}
 			r.lg.Info("rekey queued behind migration", zap.String(logs.Domain, d.Name))
-		} else if err := d.engine.Start(r.currentLocation(d)); err != nil {
-			return started, err
+		} else if err := d.engine.StartWith(r.currentLocation(d), o); err != nil {
+			return started, r.withHint(d, err)
 		}
 		started = append(started, d.Name)
 	}
@@ -87,6 +91,18 @@ func (r *Registry) currentLocation(d *Domain) string {
 
 // finished is every engine's OnFinish.
 func (r *Registry) finished(domain string, err error) {
+	if d := r.byName[domain]; d != nil && d.engine != nil {
+		switch d.engine.Status().Run {
+		case rekey.RunContinue, rekey.OpCancel:
+			// The end of a staged rekey, not a rekey: the schedule counts
+			// none. A scheduled rekey that came due while the domain was
+			// STAGED can start now; a failure's retry is slept towards.
+			if r.sched != nil {
+				r.sched.Wake()
+			}
+			return
+		}
+	}
 	r.queueMu.Lock()
 	queued := r.queued[domain]
 	r.queueMu.Unlock()
@@ -135,10 +151,15 @@ func (r *Registry) Tick(now time.Time) time.Time {
 			}
 		}
 		d.engine.RetryIfDue(now)
+		d.engine.ContinueIfDue(now)
 		// A failure's retry time counts from the moment it is recorded, even
 		// while its run is still ending (a Wake from OnFinish lands there).
-		if st := d.engine.Status(); st.Error != "" && !st.NextRetry.IsZero() {
+		st := d.engine.Status()
+		if st.Error != "" && !st.NextRetry.IsZero() {
 			earliest(st.NextRetry)
+		}
+		if st.Staged() && st.Error == "" && st.StagedUntil.After(now) {
+			earliest(st.StagedUntil)
 		}
 	}
 	for _, scope := range Scopes {

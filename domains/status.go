@@ -32,6 +32,9 @@ type Status struct {
 	// Failures counts the runs of the pending rekey that failed, in a row;
 	// 0 when none is pending or it has not failed yet.
 	Failures int
+	// StagedUntil is when a STAGED domain continues by itself; nil unless
+	// STAGED.
+	StagedUntil *time.Time
 }
 
 // keyStatus fills the current MK's columns.
@@ -93,18 +96,22 @@ func (r *Registry) domainStatus(ctx context.Context, d *Domain) Status {
 		s.Status, s.Error = StatusFailed, es.Error
 		t := es.NextRetry
 		s.NextRetry = &t
-	case es.Pending() && es.Op == rekey.OpMigrate:
+	case es.Pending() && es.Op == rekey.OpMigrate && !es.Staged():
 		s.Status = StatusMigrating
-	case es.Pending(), es.Running: // running: its end is being recorded
+	case es.Pending() && !es.Staged(), es.Running: // running: its end is being recorded
 		s.Status = StatusInProgress
 	case d.Vault.Unavailable() != nil:
 		s.Status, s.Error = StatusFailed, d.Vault.Unavailable().Error()
 		t := r.cfg.Clock.Now().UTC().Add(r.cfg.TickMax).Truncate(time.Second)
 		s.NextRetry = &t
+	case es.Staged():
+		s.Status = StatusStaged
+		t := es.StagedUntil.UTC().Truncate(time.Second)
+		s.StagedUntil = &t
 	default:
 		s.Status = StatusActive
 	}
-	if es.Pending() && !es.Failed() && es.Op != rekey.OpInit {
+	if es.Pending() && !es.Failed() && !es.Staged() && es.Op != rekey.OpInit {
 		s.Rekey = &Progress{Done: es.Done, Total: es.Total, Started: es.Started}
 	}
 	return s

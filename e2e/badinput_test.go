@@ -107,7 +107,7 @@ func TestBadInput(t *testing.T) {
 		{what: "--to-server Local", args: []string{"cluster", "migrate", "--to-server", "Local", "--yes"}, exit: 2, says: "location of local keys"},
 		{what: "--to-server an unknown server", args: []string{"cluster", "migrate", "--to-server", "nosuch", "--yes"}, exit: 1, says: "nosuch"},
 		{what: "--domain on sed migrate", args: []string{"sed", "migrate", "--to-local", "--domain", "S3", "--yes"}, exit: 2, says: "--domain"},
-		{what: "--stage-period not supported", args: []string{"cluster", "rekey", "start", "--stage-period", "7D", "--yes"}, exit: 2, says: "--stage-period"},
+		{what: "--stage-period Never", args: []string{"cluster", "rekey", "start", "--stage-period", "Never", "--yes"}, exit: 2, says: "Never is not allowed"},
 		{what: "migrate to local where keys already are", args: []string{"cluster", "migrate", "--to-local", "--domain", "S3", "--yes"}, exit: 1, says: "already at Local"},
 		{what: "value over 64 KiB", args: []string{"entry", "put", "S3", "exists"}, stdin: bigValue, exit: 1, says: "64 KiB"},
 		{what: "import with a bad second line", args: []string{"entry", "import", "S3"},

@@ -10,6 +10,21 @@ const (
 	EventSedsRekeyFailed = "KeyManagerSedsRekeyFailed"
 	// EventRekeyCompleted is raised when a rekey of any scope completes.
 	EventRekeyCompleted = "KeyManagerRekeyCompleted"
+	// EventRekeyStaged is raised when a cluster-scope domain's staged rekey
+	// has re-encrypted every entry and keeps the old MK, RETIRED, for its
+	// stage period; EventSedsRekeyStaged for the SED store.
+	EventRekeyStaged     = "KeyManagerRekeyStaged"
+	EventSedsRekeyStaged = "KeyManagerSedsRekeyStaged"
+	// EventRekeyContinued is raised when a staged rekey is continued (by
+	// the operator or at the end of its stage period) and its retired MK
+	// destroyed; EventSedsRekeyContinued for the SED store.
+	EventRekeyContinued     = "KeyManagerRekeyContinued"
+	EventSedsRekeyContinued = "KeyManagerSedsRekeyContinued"
+	// EventRekeyCancelled is raised when a staged rekey is cancelled: every
+	// entry is back under the retired MK, current again, and the rekey's
+	// new MK destroyed; EventSedsRekeyCancelled for the SED store.
+	EventRekeyCancelled     = "KeyManagerRekeyCancelled"
+	EventSedsRekeyCancelled = "KeyManagerSedsRekeyCancelled"
 )
 
 // Scopes of a domain.

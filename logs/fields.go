@@ -24,4 +24,10 @@ const (
 	EventName = "event"
 	Error     = "error"
 	Retry     = "next_retry"
+	// StagePeriod is a staged rekey's stage period ("Never" when not staged).
+	StagePeriod = "stage_period"
+	// Until is when a STAGED domain continues by itself.
+	Until = "until"
+	// By says who continued a staged rekey: operator or auto.
+	By = "by"
 )

@@ -42,7 +42,7 @@ const (
 
 // States are the values of kmd_rekey_state's state label: exactly one is 1
 // for each domain. A status not listed here is exported as 1 all the same.
-var States = []string{domains.StatusActive, domains.StatusInProgress, domains.StatusFailed, domains.StatusMigrating}
+var States = []string{domains.StatusActive, domains.StatusInProgress, domains.StatusFailed, domains.StatusMigrating, domains.StatusStaged}
 
 // DurationBuckets are kmd_rekey_duration_seconds's buckets: 0.1 s to 1 h.
 var DurationBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}

@@ -59,3 +59,13 @@ type KeyInfo struct {
 	Fingerprint string // see Fingerprint; empty while PENDING
 	Created     time.Time
 }
+
+// KeyByID returns the MK of infos whose ID is id, and whether there is one.
+func KeyByID(infos []KeyInfo, id string) (KeyInfo, bool) {
+	for _, k := range infos {
+		if k.ID == id {
+			return k, true
+		}
+	}
+	return KeyInfo{}, false
+}

@@ -45,24 +45,49 @@ func TestCrashChild(t *testing.T) {
 	if _, err := fmt.Sscanf(spec, "%s %d %d %d", &dir, &killAt, &delay, &genBase); err != nil {
 		t.Fatal(err)
 	}
+	e := openEnv(t, dir, envOpts{batch: crashBatch})
+	e.trace = killAtStep(killAt, delay)
+	stop := startCrashWriter(t, e, genBase)
+	if !e.eng.Resume() {
+		if err := e.eng.Start(provider.LocationLocal); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := e.wait()
+	stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not killed during the rekey: die now, as a crash after the fact.
+	killSelf()
+}
+
+func killSelf() { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+
+// killAtStep returns a trace hook that SIGKILLs the process delay after
+// the killAt-th step.
+func killAtStep(killAt int, delay time.Duration) func(string) {
 	step := 0
 	var once sync.Once
-	kill := func() { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
-	e := openEnv(t, dir, envOpts{batch: crashBatch})
-	e.trace = func(string) {
+	return func(string) {
 		step++
 		if step == killAt {
 			once.Do(func() {
 				if delay == 0 {
-					kill()
+					killSelf()
 				}
-				time.AfterFunc(delay, kill)
+				time.AfterFunc(delay, killSelf)
 			})
 		}
 	}
+}
+
+// startCrashWriter starts the child's writer: it rewrites entries and
+// prints each acknowledged write. The returned function stops it.
+func startCrashWriter(t *testing.T, e *env, genBase int) (stop func()) {
 	out := bufio.NewWriter(os.Stdout)
 	var outMu sync.Mutex
-	stop := make(chan struct{})
+	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		ctx := context.Background()
@@ -70,7 +95,7 @@ func TestCrashChild(t *testing.T) {
 		// carries a higher one.
 		for gen := genBase + 1; ; gen++ {
 			select {
-			case <-stop:
+			case <-done:
 				return
 			default:
 			}
@@ -85,19 +110,10 @@ func TestCrashChild(t *testing.T) {
 			outMu.Unlock()
 		}
 	})
-	if !e.eng.Resume() {
-		if err := e.eng.Start(provider.LocationLocal); err != nil {
-			t.Fatal(err)
-		}
+	return func() {
+		close(done)
+		wg.Wait()
 	}
-	err := e.wait()
-	close(stop)
-	wg.Wait()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Not killed during the rekey: die now, as a crash after the fact.
-	kill()
 }
 
 // stepsOfOneRekey counts the trace steps of one rekey of a fresh domain.
@@ -131,60 +147,9 @@ func TestEngine_ResumeAfterCrash(t *testing.T) {
 
 	total := stepsOfOneRekey(t, template)
 	t.Logf("one rekey of %d entries in batches of %d has %d steps; killing at %d points", crashEntries, crashBatch, total, points)
-	for i := range points {
-		seed := uint64(i)
-		rng := rand.New(rand.NewPCG(seed, 0x6b6d64))
-		// Spread the kill points evenly over every step, and wait a seeded
-		// 0–3 ms after the step so the kill may land mid-operation.
-		killAt := 1 + i*total/points
-		delay := time.Duration(rng.IntN(3000)) * time.Microsecond
-		if i%4 == 0 {
-			delay = 0
-		}
-		// Every third run crashes the resumed rekey again.
-		second := 0
-		if i%3 == 2 {
-			second = 1 + rng.IntN(total)
-		}
-		t.Run(fmt.Sprintf("seed%02d-step%02d", seed, killAt), func(t *testing.T) {
-			dir := t.TempDir()
-			copyDir(t, template, dir)
-			acked := map[string]int{}
-			runCrashChild(t, dir, killAt, delay, 0, acked)
-			if second > 0 {
-				runCrashChild(t, dir, second, 0, 1_000_000, acked)
-			}
-			e := openEnv(t, dir, envOpts{batch: crashBatch})
-			exp := map[string][]byte{}
-			for k, v := range want {
-				exp[k] = v
-			}
-			// An entry equals its last acknowledged write, or a later write
-			// whose acknowledgement the kill cut off: never an earlier one.
-			ctx := context.Background()
-			for name, gen := range acked {
-				got, _, err := e.vault.Get(ctx, name)
-				if err != nil {
-					t.Fatalf("entry %s: %v", name, err)
-				}
-				g, ok := generation(name, got)
-				if !ok || g < gen || (g > gen && string(got) != string(value(name, g))) {
-					t.Fatalf("entry %s = %q: generation %d, want %d (acknowledged) or later", name, got, g, gen)
-				}
-				exp[name] = got
-			}
-			for name := range want {
-				if _, ok := acked[name]; ok {
-					continue
-				}
-				if got, _, err := e.vault.Get(ctx, name); err == nil && string(got) != string(want[name]) {
-					exp[name] = got // written, acknowledgement lost: must be the writer's value
-					if !strings.HasPrefix(string(got), name+"#") {
-						t.Fatalf("entry %s = %q", name, got)
-					}
-				}
-			}
-			e.checkAll(exp)
+	for _, kp := range killPoints(total, points, 0x6b6d64) {
+		t.Run(kp.name(), func(t *testing.T) {
+			e, exp := kp.crash(t, template, want, runCrashChild)
 			if e.eng.Resume() {
 				if err := e.wait(); err != nil {
 					t.Fatal(err)
@@ -194,6 +159,92 @@ func TestEngine_ResumeAfterCrash(t *testing.T) {
 			e.checkOneKey()
 		})
 	}
+}
+
+// killPoint is where one crash test run kills its child: after step
+// killAt, delay later; then, if second > 0, the resumed run at that step.
+type killPoint struct {
+	seed   uint64
+	killAt int
+	delay  time.Duration
+	second int
+}
+
+func (kp killPoint) name() string { return fmt.Sprintf("seed%02d-step%02d", kp.seed, kp.killAt) }
+
+// killPoints spreads points kill points evenly over total steps, each
+// waiting a seeded 0–3 ms after its step (none for every fourth) so the
+// kill may land mid-operation; every third crashes the resumed run again.
+func killPoints(total, points int, stream uint64) []killPoint {
+	var kps []killPoint
+	for i := range points {
+		kp := killPoint{seed: uint64(i), killAt: 1 + i*total/points}
+		rng := rand.New(rand.NewPCG(kp.seed, stream))
+		kp.delay = time.Duration(rng.IntN(3000)) * time.Microsecond
+		if i%4 == 0 {
+			kp.delay = 0
+		}
+		if i%3 == 2 {
+			kp.second = 1 + rng.IntN(total)
+		}
+		kps = append(kps, kp)
+	}
+	return kps
+}
+
+// crash runs a copy of template through kp's kills with child, reopens it
+// and checks every entry against what the children's writers acknowledged;
+// it returns the domain and every entry's expected value.
+func (kp killPoint) crash(t *testing.T, template string, want map[string][]byte,
+	child func(t *testing.T, dir string, killAt int, delay time.Duration, genBase int, acked map[string]int)) (*env, map[string][]byte) {
+	t.Helper()
+	dir := t.TempDir()
+	copyDir(t, template, dir)
+	acked := map[string]int{}
+	child(t, dir, kp.killAt, kp.delay, 0, acked)
+	if kp.second > 0 {
+		child(t, dir, kp.second, 0, 1_000_000, acked)
+	}
+	e := openEnv(t, dir, envOpts{batch: crashBatch})
+	exp := e.afterCrash(want, acked)
+	e.checkAll(exp)
+	return e, exp
+}
+
+// afterCrash checks what a crash child's writer left: an entry equals its
+// last acknowledged write, or a later write whose acknowledgement the kill
+// cut off, never an earlier one. It returns every entry's expected value.
+func (e *env) afterCrash(want map[string][]byte, acked map[string]int) map[string][]byte {
+	t := e.t
+	t.Helper()
+	exp := map[string][]byte{}
+	for k, v := range want {
+		exp[k] = v
+	}
+	ctx := context.Background()
+	for name, gen := range acked {
+		got, _, err := e.vault.Get(ctx, name)
+		if err != nil {
+			t.Fatalf("entry %s: %v", name, err)
+		}
+		g, ok := generation(name, got)
+		if !ok || g < gen || (g > gen && string(got) != string(value(name, g))) {
+			t.Fatalf("entry %s = %q: generation %d, want %d (acknowledged) or later", name, got, g, gen)
+		}
+		exp[name] = got
+	}
+	for name := range want {
+		if _, ok := acked[name]; ok {
+			continue
+		}
+		if got, _, err := e.vault.Get(ctx, name); err == nil && string(got) != string(want[name]) {
+			exp[name] = got // written, acknowledgement lost: must be the writer's value
+			if !strings.HasPrefix(string(got), name+"#") {
+				t.Fatalf("entry %s = %q", name, got)
+			}
+		}
+	}
+	return exp
 }
 
 // generation parses the writer's generation out of a value it wrote.
@@ -212,8 +263,15 @@ func generation(name string, v []byte) (int, bool) {
 
 func runCrashChild(t *testing.T, dir string, killAt int, delay time.Duration, genBase int, acked map[string]int) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %d %d", crashChildEnv, dir, killAt, delay, genBase))
+	runChild(t, "TestCrashChild", fmt.Sprintf("%s=%s %d %d %d", crashChildEnv, dir, killAt, delay, genBase), acked)
+}
+
+// runChild runs the test child of this binary with env set, records the
+// writes its writer acknowledged, and checks that it died by SIGKILL.
+func runChild(t *testing.T, test, env string, acked map[string]int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

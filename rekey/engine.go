@@ -76,9 +76,10 @@ type Engine struct {
 	running bool
 	closed  bool
 
-	done   atomic.Int64 // entries rewrapped in this rekey
-	runRew atomic.Int64 // entries rewrapped by this run
-	passes int          // REWRAP passes of this run that VERIFY found short
+	done    atomic.Int64 // entries rewrapped in this rekey
+	runRew  atomic.Int64 // entries rewrapped by this run
+	passes  int          // REWRAP passes of this run that VERIFY found short
+	runKind string       // what the running or last run is for: see Status.Run
 }
 
 // maxPasses bounds the REWRAP passes of one run that leave entries under
@@ -188,10 +189,23 @@ func (e *Engine) Init(ctx context.Context, target string) error {
 	return e.drive(ctx)
 }
 
+// StartOptions are the options of a rekey.
+type StartOptions struct {
+	// Stage, unless Never, makes the rekey staged: once every entry is
+	// re-encrypted, the old MK is kept, RETIRED, for this period (status
+	// STAGED) instead of being destroyed. See Continue and Cancel.
+	Stage Rotation
+}
+
 // Start begins a rekey whose new MK is made at location target, or, if the
 // domain's last rekey failed, retries that one now. It returns once the
 // rekey is durably recorded; the rekey runs in the background.
-func (e *Engine) Start(target string) error {
+func (e *Engine) Start(target string) error { return e.StartWith(target, StartOptions{}) }
+
+// StartWith is Start with options. A retry of a failed rekey keeps its own
+// stage period unless o gives one, which then replaces it (a rekey that
+// has begun destroying its old MK can no longer be staged).
+func (e *Engine) StartWith(target string, o StartOptions) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -200,9 +214,27 @@ func (e *Engine) Start(target string) error {
 	if e.running {
 		return fmt.Errorf("%w for %s", ErrInProgress, e.cfg.Domain)
 	}
+	if e.state.Phase == PhaseStaged {
+		return &StagedError{Domain: e.cfg.Domain, Until: e.state.StagedUntil}
+	}
 	if e.state.Phase != PhaseNone && e.state.Target != target {
 		return fmt.Errorf("%w for %s: a %s to %s failed (%s); retry it or let it complete first",
 			ErrOtherPending, e.cfg.Domain, e.state.Op, e.state.Target, e.state.Error)
+	}
+	if e.state.Phase != PhaseNone && !o.Stage.IsNever() && o.Stage != e.state.StagePeriod {
+		st := e.state
+		switch {
+		case st.run() != OpRekey && st.run() != OpMigrate:
+			return fmt.Errorf("%w for %s: its %s of a staged rekey failed (%s); it is retried by itself, or retry it now without a stage period",
+				ErrOtherPending, e.cfg.Domain, st.run(), st.Error)
+		case st.Phase == PhaseDestroy:
+			return fmt.Errorf("%w for %s: its failed %s is destroying the old key already (%s), too late to stage it; retry it without a stage period",
+				ErrOtherPending, e.cfg.Domain, st.Op, st.Error)
+		}
+		st.StagePeriod = o.Stage
+		if err := e.recordLocked(st, "start rekey of"); err != nil {
+			return err
+		}
 	}
 	if e.state.Phase == PhaseNone {
 		from := e.cfg.Vault.Current()
@@ -215,18 +247,29 @@ func (e *Engine) Start(target string) error {
 		} else if loc != target {
 			op = OpMigrate
 		}
-		st := State{Phase: PhasePrepare, Op: op, From: from, To: newKeyID(), Target: target, Started: e.now()}
-		su, err := stateUpdate(st)
-		if err != nil {
+		st := State{Phase: PhasePrepare, Op: op, From: from, To: newKeyID(), Target: target, Started: e.now(), StagePeriod: o.Stage}
+		if err := e.recordLocked(st, "start rekey of"); err != nil {
 			return err
 		}
-		if err := e.store.UpdateMeta(e.ctx, su); err != nil {
-			return fmt.Errorf("start rekey of %s: %w", e.cfg.Domain, err)
-		}
-		e.state = st
-		e.lg.Info("rekey started", zap.String(logs.OldKeyID, from), zap.String(logs.NewKeyID, st.To), zap.String(logs.Location, target))
+		e.lg.Info("rekey started", zap.String(logs.OldKeyID, from), zap.String(logs.NewKeyID, st.To), zap.String(logs.Location, target),
+			zap.Stringer(logs.StagePeriod, st.StagePeriod))
 	}
 	e.launchLocked()
+	return nil
+}
+
+// recordLocked persists st alone, durably, then adopts it; what names the
+// step in the error. It is for the steps that begin a run (save is for
+// those of a run), made with e.mu held so that no second run begins.
+func (e *Engine) recordLocked(st State, what string) error {
+	su, err := stateUpdate(st)
+	if err == nil {
+		err = e.store.UpdateMeta(e.ctx, su)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, e.cfg.Domain, err)
+	}
+	e.state = st
 	return nil
 }
 
@@ -236,7 +279,7 @@ func (e *Engine) location(id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ki, ok := findKey(infos, id)
+	ki, ok := provider.KeyByID(infos, id)
 	if !ok {
 		return "", fmt.Errorf("rekey %s: key %s has no metadata", e.cfg.Domain, id)
 	}
@@ -248,7 +291,8 @@ func (e *Engine) location(id string) (string, error) {
 func (e *Engine) Resume() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed || e.running || e.state.Phase == PhaseNone {
+	// A STAGED rekey waits for Continue, Cancel or ContinueIfDue.
+	if e.closed || e.running || e.state.Phase == PhaseNone || e.state.Phase == PhaseStaged {
 		return false
 	}
 	e.launchLocked()
@@ -263,7 +307,7 @@ func (e *Engine) Resume() bool {
 func (e *Engine) RetryIfDue(now time.Time) bool {
 	e.mu.Lock()
 	wait := e.state.NextRetry.Sub(now)
-	due := e.state.Phase != PhaseNone && !e.running &&
+	due := e.state.Phase != PhaseNone && e.state.Phase != PhaseStaged && !e.running &&
 		(e.state.Error == "" || wait <= 0 || wait > e.cfg.RetryInterval)
 	e.mu.Unlock()
 	return due && e.Resume()
@@ -271,6 +315,7 @@ func (e *Engine) RetryIfDue(now time.Time) bool {
 
 func (e *Engine) launchLocked() {
 	e.running = true
+	e.runKind = e.state.run()
 	e.passes = 0
 	e.runRew.Store(0)
 	e.state.Attempts++
@@ -340,9 +385,16 @@ func (e *Engine) fail(err error) {
 	}
 	e.lg.Warn("rekey failed", zap.String(logs.Phase, string(st.Phase)), zap.Int(logs.Attempt, st.Attempts),
 		zap.Time(logs.Retry, st.NextRetry), zap.Error(err))
+	what := "rekey"
+	switch {
+	case st.Op == OpCancel:
+		what = "cancel of the staged rekey"
+	case st.Continued != "", st.Phase == PhaseStaged:
+		what = "continue of the staged rekey"
+	}
 	e.emit(logs.Event{Name: name, KeyID: st.From, Attempt: st.Attempts, Error: st.Error,
-		Message: fmt.Sprintf("rekey of %s failed in %s (attempt %d); entries remain readable under their keys; retry at %s",
-			e.cfg.Domain, st.Phase, st.Attempts, st.NextRetry.Format(time.RFC3339))})
+		Message: fmt.Sprintf("%s of %s failed in %s (attempt %d); entries remain readable under their keys; retry at %s",
+			what, e.cfg.Domain, st.Phase, st.Attempts, st.NextRetry.Format(time.RFC3339))})
 }
 
 func (e *Engine) emit(ev logs.Event) {
@@ -381,6 +433,8 @@ func (e *Engine) drive(ctx context.Context) error {
 			err = e.verify(ctx, st)
 		case PhaseDestroy:
 			err = e.destroy(ctx, st)
+		case PhaseStaged:
+			return nil // the run ends here; the old MK waits, RETIRED
 		default:
 			err = fmt.Errorf("domain %s: unknown rekey phase %q", e.cfg.Domain, st.Phase)
 		}
@@ -425,28 +479,22 @@ func (e *Engine) prepare(ctx context.Context, st State) error {
 	return nil
 }
 
-func findKey(infos []provider.KeyInfo, id string) (provider.KeyInfo, bool) {
-	for _, k := range infos {
-		if k.ID == id {
-			return k, true
-		}
-	}
-	return provider.KeyInfo{}, false
-}
-
 // switchKey makes the new MK current for writes and the old one RETIRING.
 func (e *Engine) switchKey(ctx context.Context, st State) error {
 	infos, err := e.store.Keys(ctx)
 	if err != nil {
 		return err
 	}
-	to, ok := findKey(infos, st.To)
+	to, ok := provider.KeyByID(infos, st.To)
 	if !ok {
+		if st.Op == OpCancel { // the retired MK the entries go back under is never replaced
+			return fmt.Errorf("switch %s: retired key %s has no metadata; the cancel cannot go on", e.cfg.Domain, st.To)
+		}
 		return e.restartPrepare(ctx, st, "its metadata is missing")
 	}
 	if e.cfg.Vault.Key(st.To) == nil {
 		k, err := provider.LoadKey(ctx, e.cfg.Sources, to)
-		if errors.Is(err, provider.ErrKeyNotFound) || errors.Is(err, provider.ErrKeyCorrupt) {
+		if st.Op != OpCancel && (errors.Is(err, provider.ErrKeyNotFound) || errors.Is(err, provider.ErrKeyCorrupt)) {
 			// Nothing is sealed under it yet: mint another.
 			return e.restartPrepare(ctx, st, err.Error())
 		}
@@ -461,7 +509,7 @@ func (e *Engine) switchKey(ctx context.Context, st State) error {
 	next.Phase = PhaseRewrap
 	if st.From == "" { // OpInit: nothing to rewrap
 		next = State{}
-	} else if from, ok := findKey(infos, st.From); ok {
+	} else if from, ok := provider.KeyByID(infos, st.From); ok {
 		from.State = provider.KeyRetiring
 		put = append(put, from)
 	}
@@ -569,9 +617,12 @@ func (e *Engine) verify(ctx context.Context, st State) error {
 		return err
 	}
 	var put []provider.KeyInfo
-	if from, ok := findKey(infos, st.From); ok {
+	if from, ok := provider.KeyByID(infos, st.From); ok {
 		from.State = provider.KeyRetired
 		put = append(put, from)
+	}
+	if st.staging() {
+		return e.stage(ctx, st, put)
 	}
 	st.Phase = PhaseDestroy
 	return e.save(ctx, st, provider.MetaUpdate{PutKeys: put})
@@ -593,7 +644,7 @@ func (e *Engine) destroy(ctx context.Context, st State) error {
 	if err != nil {
 		return err
 	}
-	if from, ok := findKey(infos, st.From); ok {
+	if from, ok := provider.KeyByID(infos, st.From); ok {
 		src, err := e.cfg.Sources(from.Location)
 		if err != nil {
 			return fmt.Errorf("destroy %s key %s: %w", e.cfg.Domain, st.From, err)
@@ -605,8 +656,7 @@ func (e *Engine) destroy(ctx context.Context, st State) error {
 	}
 	// The completion event is recorded with the end itself, and emitted
 	// from there: a crash between the two cannot lose it.
-	ev, err := json.Marshal(logs.Event{Name: logs.EventRekeyCompleted, KeyID: st.To,
-		Message: fmt.Sprintf("rekey of %s completed: key %s replaced key %s, which is destroyed; entries re-encrypted: %d", e.cfg.Domain, st.To, st.From, e.done.Load())})
+	ev, err := json.Marshal(e.endEvent(st))
 	if err != nil {
 		return err
 	}
@@ -678,7 +728,25 @@ type Status struct {
 	Attempts  int
 	NextRetry time.Time // zero unless Failed
 	Failures  int       // runs of this rekey that failed; 0 once it completes
+
+	// StagePeriod is a staged rekey's; Never for others.
+	StagePeriod Rotation
+	// StagedAt, StagedUntil: when the rekey reached STAGED and when it
+	// continues by itself; zero unless Staged.
+	StagedAt, StagedUntil time.Time
+	// Continued says who continued a staged rekey; "" if none was.
+	Continued string
+	// Run is what the running run is for, or the last one was: OpRekey,
+	// OpMigrate, OpCancel, RunContinue, or "" before the first run.
+	Run string
 }
+
+// Ending reports whether the pending run ends a staged rekey: its continue
+// or its cancel.
+func (s Status) Ending() bool { return s.Phase != PhaseNone && (s.Op == OpCancel || s.Continued != "") }
+
+// Staged reports whether a staged rekey waits for its continue or cancel.
+func (s Status) Staged() bool { return s.Phase == PhaseStaged }
 
 // Pending reports whether a rekey is under way, running or not.
 func (s Status) Pending() bool { return s.Phase != PhaseNone }
@@ -693,10 +761,13 @@ func (e *Engine) Status() Status {
 	st := e.state
 	s := Status{Phase: st.Phase, Op: st.Op, From: st.From, To: st.To, Target: st.Target, Running: e.running, Error: st.Error,
 		Total: st.Total, Started: st.Started, Attempts: st.Attempts, NextRetry: st.NextRetry,
-		Failures: st.Failures}
+		Failures: st.Failures, StagePeriod: st.StagePeriod, Continued: st.Continued, Run: e.runKind}
+	if st.Phase == PhaseStaged {
+		s.StagedAt, s.StagedUntil = st.StagedAt, st.StagedUntil
+	}
 	if st.Phase != PhaseNone && st.Op != OpInit {
 		s.Done = min(e.done.Load(), st.Total)
-		if st.Phase == PhaseVerify || st.Phase == PhaseDestroy {
+		if st.Phase == PhaseVerify || st.Phase == PhaseDestroy || st.Phase == PhaseStaged {
 			s.Done = st.Total
 		}
 	}

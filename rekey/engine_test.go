@@ -90,7 +90,7 @@ func TestInvariant2_MKDurableBeforeFirstSeal(t *testing.T) {
 			return
 		}
 		infos, _ := e.sqlite.Keys(context.Background())
-		ki, ok := findKey(infos, keyID)
+		ki, ok := provider.KeyByID(infos, keyID)
 		if !ok || ki.Fingerprint != provider.Fingerprint(m) {
 			t.Errorf("key %s on disk does not match metadata %+v", keyID, ki)
 		}

@@ -186,6 +186,7 @@ type envOpts struct {
 	trace  func(step string)
 	clock  *fakeClock
 	onEnd  func(End) // Config.OnEnd
+	scope  string    // logs.ScopeCluster by default
 }
 
 func openEnv(t testing.TB, dir string, o envOpts) *env {
@@ -212,7 +213,7 @@ func openEnv(t testing.TB, dir string, o envOpts) *env {
 		t.Fatal(err)
 	}
 	e.eng, err = New(ctx, Config{
-		Domain: testDomain, Vault: e.vault, Sources: e.sources, Events: e.events,
+		Domain: testDomain, Scope: o.scope, Node: 1, Vault: e.vault, Sources: e.sources, Events: e.events,
 		Log: zaptest.NewLogger(t), Clock: e.clock, RetryInterval: 15 * time.Minute, BatchSize: o.batch,
 		OnFinish: func(_ string, err error) { e.done <- err },
 		OnEnd:    o.onEnd,

@@ -16,6 +16,13 @@ import (
 //	REWRAP:  batches of entries under the old MK are resealed under the new
 //	VERIFY:  no entry references the old MK; the store is synced
 //	DESTROY: the old MK is removed from its key source, then from metadata
+//
+// A staged rekey stops after VERIFY in STAGED: the old MK is RETIRED but
+// kept, for its stage period. Continuing it goes STAGED → VERIFY → DESTROY
+// (VERIFY proves once more that no entry needs the old MK). Cancelling it is
+// a run of its own, Op cancel, with From and To swapped: SWITCH makes the
+// retired MK current again, REWRAP moves every entry back under it, VERIFY
+// proves none is left under the new one, DESTROY destroys the new one.
 type Phase string
 
 // The phases, in order. PhaseNone: no rekey pending.
@@ -26,6 +33,9 @@ const (
 	PhaseRewrap  Phase = "REWRAP"
 	PhaseVerify  Phase = "VERIFY"
 	PhaseDestroy Phase = "DESTROY"
+	// PhaseStaged: a staged rekey is done but for DESTROY; the old MK is
+	// RETIRED and kept until StagedUntil. Nothing runs.
+	PhaseStaged Phase = "STAGED"
 )
 
 // Ops: what a pending state machine run is for.
@@ -33,6 +43,13 @@ const (
 	OpInit    = "init"    // the domain's first MK
 	OpRekey   = "rekey"   // replace the MK, at the same location
 	OpMigrate = "migrate" // replace the MK with one made at another location
+	OpCancel  = "cancel"  // undo a staged rekey: From is its new MK, To its retired one
+)
+
+// Who continued a staged rekey (State.Continued).
+const (
+	ContinuedByOperator = "operator"
+	ContinuedAuto       = "auto" // its stage period ended
 )
 
 // stateKey is the name of the persisted state in the store.
@@ -54,7 +71,29 @@ type State struct {
 	FailedAt  time.Time `json:"failed_at,omitzero"`
 	NextRetry time.Time `json:"next_retry,omitzero"`
 	Failures  int       `json:"failures,omitempty"` // runs of this rekey that failed
+
+	// StagePeriod is set for a staged rekey until it reaches STAGED: VERIFY
+	// then keeps From, RETIRED, instead of destroying it.
+	StagePeriod Rotation `json:"stage_period,omitzero"`
+	// StagedAt and StagedUntil: when the rekey reached STAGED, and when
+	// it continues by itself.
+	StagedAt    time.Time `json:"staged_at,omitzero"`
+	StagedUntil time.Time `json:"staged_until,omitzero"`
+	// Continued says who continued a staged rekey (ContinuedByOperator,
+	// ContinuedAuto); "" while it has not been.
+	Continued string `json:"continued,omitempty"`
 }
+
+// run is the kind of run st stands for: OpCancel, "continue", or its Op.
+func (st State) run() string {
+	if st.Continued != "" {
+		return RunContinue
+	}
+	return st.Op
+}
+
+// RunContinue is the Status.Run of the continuing of a staged rekey.
+const RunContinue = "continue"
 
 func loadState(ctx context.Context, s provider.Store) (State, error) {
 	b, err := s.State(ctx, stateKey)

@@ -179,6 +179,7 @@ type auditedRequest struct {
 	target string
 	scope  string // rekey, migrate: the scope named in the path
 	body   []byte // the JSON body (its first 1 MiB); nil for other requests
+	detail string // what the path says beyond the target (a key's fingerprint)
 }
 
 // newAuditedRequest names r's action and target from its method and path.
@@ -212,6 +213,14 @@ func newAuditedRequest(r *http.Request) *auditedRequest {
 		a.action, a.target, a.scope, readBody = "rekey.modify", segs[1], segs[1], true
 	case len(segs) == 2 && segs[0] == "rekey" && m == http.MethodPost:
 		a.action, a.target, a.scope, readBody = "rekey.start", segs[1], segs[1], true
+	case len(segs) == 3 && segs[0] == "rekey" && (segs[2] == "continue" || segs[2] == "cancel") && m == http.MethodPost:
+		a.action, a.target, a.scope, readBody = "rekey."+segs[2], segs[1], segs[1], true
+	case len(segs) == 3 && segs[0] == "keys" && m == http.MethodDelete:
+		a.action, a.target = "keys.delete", segs[1]
+		if d := r.URL.Query().Get("domain"); d != "" {
+			a.target += ":" + d
+		}
+		a.detail = "fingerprint=" + segs[2]
 	case len(segs) == 2 && segs[0] == "migrate" && m == http.MethodPost:
 		a.action, a.target, a.scope, readBody = "migrate", segs[1], segs[1], true
 	case len(segs) == 3 && segs[0] == "kmip" && segs[1] == "servers" && segs[2] == "" && m == http.MethodPost:
@@ -242,6 +251,7 @@ func newAuditedRequest(r *http.Request) *auditedRequest {
 type adminBody struct {
 	Domains     []string `json:"domains"`
 	KeyRotation *string  `json:"key_rotation"`
+	StagePeriod string   `json:"stage_period"`
 	ToServer    string   `json:"to_server"`
 	ToLocal     bool     `json:"to_local"`
 	Retry       bool     `json:"retry"`
@@ -263,6 +273,9 @@ func (a *auditedRequest) record(resp *heldResponse) audit.Record {
 	}
 	ok := rec.Outcome == audit.OK
 	var detail []string
+	if a.detail != "" {
+		detail = append(detail, a.detail)
+	}
 	switch a.action {
 	case "entry.put":
 		if ok {
@@ -279,9 +292,12 @@ func (a *auditedRequest) record(resp *heldResponse) audit.Record {
 		if body.KeyRotation != nil {
 			detail = append(detail, "key_rotation="+*body.KeyRotation)
 		}
-	case "rekey.start", "migrate":
+	case "rekey.start", "migrate", "rekey.continue", "rekey.cancel":
 		if len(body.Domains) > 0 {
 			rec.Target = a.scope + ":" + strings.Join(body.Domains, ",")
+		}
+		if body.StagePeriod != "" {
+			detail = append(detail, "stage_period="+body.StagePeriod)
 		}
 		switch {
 		case a.action != "migrate":

@@ -164,6 +164,17 @@ func TestAudit_EachActionRecorded(t *testing.T) {
 	if _, err := a.c.VerifyKMIPServers(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
+	// The staged rekey's changes: a staged start, a continue and a cancel
+	// of a domain that is not STAGED, a key delete that matches nothing.
+	if _, err := a.c.StartRekeyWith(ctx, "cluster", api.RekeyStartRequest{Domains: []string{"SNMP"}, StagePeriod: "7D"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.c.ContinueRekey(ctx, "cluster", []string{"FTP"})
+	wantAPIError(t, err, http.StatusConflict, api.CodeConflict, api.ErrConflict)
+	_, err = a.c.CancelRekey(ctx, "cluster", []string{"FTP"})
+	wantAPIError(t, err, http.StatusConflict, api.CodeConflict, api.ErrConflict)
+	_, err = a.c.DeleteKey(ctx, "cluster", "FTP", strings.Repeat("ab", 16))
+	wantAPIError(t, err, http.StatusNotFound, api.CodeNotFound, api.ErrNotFound)
 	status, _, _ := a.do(t, http.MethodPost, "/v1/nosuch", nil, []byte(marker))
 	if status != http.StatusNotFound {
 		t.Fatalf("POST /v1/nosuch: %d", status)
@@ -183,6 +194,12 @@ func TestAudit_EachActionRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := a.c.RekeyView(ctx, "cluster"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.c.PlanRekey(ctx, "cluster", nil, "7D"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.c.Keys(ctx, "cluster", nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.c.Events(ctx, time.Time{}); err != nil {
@@ -208,6 +225,10 @@ func TestAudit_EachActionRecorded(t *testing.T) {
 		{"kmip.server.create", "kmip1", "host=127.0.0.1:5696", audit.Refused, 400, "certificate"},
 		{"kmip.server.delete", "kmip9", "", audit.Refused, 404, "kmip9"},
 		{"kmip.server.verify", "all", "", audit.OK, 200, ""},
+		{"rekey.start", "cluster:SNMP", "stage_period=7D started=SNMP", audit.OK, 202, ""},
+		{"rekey.continue", "cluster:FTP", "", audit.Refused, 409, "FTP is not STAGED"},
+		{"rekey.cancel", "cluster:FTP", "", audit.Refused, 409, "FTP is not STAGED"},
+		{"keys.delete", "cluster:FTP", "fingerprint=" + strings.Repeat("ab", 16), audit.Refused, 404, ""},
 		{"request", "POST /v1/nosuch", "", audit.Refused, 404, "no such endpoint"},
 	})
 	for _, r := range recs {

@@ -36,8 +36,13 @@ func httpError(err error) (int, string) {
 	case errors.Is(err, domains.ErrUnknownServer):
 		return http.StatusNotFound, api.CodeNotFound
 	case errors.Is(err, domains.ErrInUse), errors.Is(err, domains.ErrExists), errors.Is(err, domains.ErrNothingToDo),
-		errors.Is(err, rekey.ErrOtherPending):
+		errors.Is(err, rekey.ErrOtherPending), errors.Is(err, rekey.ErrStaged), errors.Is(err, rekey.ErrNotStaged),
+		errors.Is(err, rekey.ErrKeyInUse), errors.Is(err, domains.ErrKeyNotRetired):
 		return http.StatusConflict, api.CodeConflict
+	case errors.Is(err, domains.ErrKeyNotFound):
+		return http.StatusNotFound, api.CodeNotFound
+	case errors.Is(err, domains.ErrBadFingerprint):
+		return http.StatusBadRequest, api.CodeInvalidValue
 	case errors.Is(err, domains.ErrVerify), errors.Is(err, kmip.ErrUnreachable), errors.Is(err, kmip.ErrTimeout):
 		return http.StatusServiceUnavailable, api.CodeUnavailable
 	case errors.Is(err, provider.ErrInvalidName):

@@ -223,6 +223,8 @@ var apiEndpoints = []struct{ method, path string }{
 	{http.MethodPost, api.PathMigrate + api.ScopeSED},
 	{http.MethodPost, api.PathDomains + "S3/import"},
 	{http.MethodDelete, api.PathDomains + "S3/entries/fuzz"},
+	{http.MethodPost, api.PathRekey + api.ScopeCluster + api.PathContinueSuffix},
+	{http.MethodPost, api.PathRekey + api.ScopeSED + api.PathCancelSuffix},
 }
 
 // FuzzAPIBodies sends fuzzed bodies (and an If-Match header) to the real
@@ -266,6 +268,9 @@ func FuzzAPIBodies(f *testing.F) {
 		{8, "", `{"name":"n","value":"dmFsdWU="}` + "\n"}, {8, "", `{"name":"n","value":"!!"}`},
 		{8, "", `{"name":"a","value":""}` + "\n" + `{"name":"a","value":""}`}, {8, "", `{"name":"","value":""}`},
 		{9, `"1"`, ""}, {9, "", "body"}, {9, `"x"`, ""},
+		{1, "", `{"stage_period":"Never"}`}, {1, "", `{"domains":["S3"],"stage_period":"0D"}`}, {2, "", `{"stage_period":7}`},
+		{10, "", `{"domains":["S3"]}`}, {10, "", ``}, {10, "", `{"domains":["SED"]}`}, {11, "", `{}`}, {11, "", `{"domains":["SED"]}`},
+		{1, "", `{"domains":["S3"],"stage_period":"1h"}`}, {1, "", `{"domains":["S3"]}`}, {11, "", ``}, {10, "", `{"domains":["S3"]}`},
 	} {
 		f.Add(seed.kind, seed.ifMatch, []byte(seed.body))
 	}

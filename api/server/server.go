@@ -81,6 +81,7 @@ func (s *Server) Handler() http.Handler {
 	s.kmipRoutes(mux)
 	mux.need("GET "+api.PathAudit, access.Admin, "list the audit trail", s.listAudit)
 	mux.need("GET "+api.PathMetrics, access.Monitor, "read the metrics", s.metricsHandler().ServeHTTP)
+	s.stagedRoutes(mux)
 	mux.HandleFunc("/", s.noEndpoint)
 	// The caller first, so that the audit trail records who asked.
 	return s.identify(s.audited(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -192,7 +193,7 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 			}
 			out.Nodes = append(out.Nodes, api.NodeStatus{Node: d.Node, Status: st, KeyID: d.KeyID, Location: d.Location,
 				RemoteKeyID: d.RemoteKeyID, KeyCreated: utcSecond(d.KeyCreated), Error: d.Error, Entries: d.Entries,
-				Rekey: progress(d.Rekey), NextRetry: d.NextRetry})
+				Rekey: progress(d.Rekey), NextRetry: d.NextRetry, StagedUntil: d.StagedUntil})
 		}
 		writeJSON(w, http.StatusOK, out)
 		return
@@ -201,7 +202,7 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 	for _, d := range rows {
 		out.Domains = append(out.Domains, api.DomainStatus{Domain: d.Domain, Status: d.Status, KeyID: d.KeyID,
 			KeyCreated: utcSecond(d.KeyCreated), Location: d.Location, RemoteKeyID: d.RemoteKeyID, Error: d.Error,
-			Entries: d.Entries, Rekey: progress(d.Rekey), NextRetry: d.NextRetry})
+			Entries: d.Entries, Rekey: progress(d.Rekey), NextRetry: d.NextRetry, StagedUntil: d.StagedUntil})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -293,7 +294,16 @@ func (s *Server) startRekey(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	started, err := s.reg.StartRekey(r.PathValue("scope"), req.Domains)
+	var o rekey.StartOptions
+	if req.StagePeriod != "" {
+		stage, err := rekey.ParseStagePeriod(req.StagePeriod)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		o.Stage = stage
+	}
+	started, err := s.reg.StartRekeyWith(r.PathValue("scope"), req.Domains, o)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

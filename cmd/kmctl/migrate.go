@@ -112,6 +112,9 @@ func (a *app) started(ctx context.Context, op operation, scope string, resp api.
 			return err
 		}
 		what = "completed"
+		if op.ended != "" {
+			what = op.ended
+		}
 	}
 	if a.json() {
 		return a.printJSON(resp)

@@ -130,9 +130,18 @@ func clusterStatusTable(st api.ClusterStatus) table {
 	t := table{cols: clusterColumns}
 	for _, d := range st.Domains {
 		t.rows = append(t.rows, []string{cell(d.Domain), cell(d.Status), cell(d.Location), cell(d.RemoteKeyID),
-			keyDate(d.KeyCreated), cell(d.Error)})
+			keyDate(d.KeyCreated), statusInfo(d.Error, d.StagedUntil)})
 	}
 	return t
+}
+
+// statusInfo is a status row's last cell: its error, or for a STAGED one
+// until when its retired key is kept.
+func statusInfo(err string, stagedUntil *time.Time) string {
+	if err == "" && stagedUntil != nil {
+		return "retired key kept until " + keyDate(*stagedUntil)
+	}
+	return cell(err)
 }
 
 // renderClusterStatus writes `cluster status` as a table (SPEC sample).
@@ -144,7 +153,7 @@ func sedStatusTable(st api.SEDStatus) table {
 	t := table{indent: " ", cols: sedColumns}
 	for _, n := range st.Nodes {
 		t.rows = append(t.rows, []string{strconv.Itoa(n.Node), cell(n.Status), cell(n.Location), cell(n.RemoteKeyID),
-			keyDate(n.KeyCreated), cell(n.Error)})
+			keyDate(n.KeyCreated), statusInfo(n.Error, n.StagedUntil)})
 	}
 	return t
 }

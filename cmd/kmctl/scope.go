@@ -25,12 +25,16 @@ func newClusterCmd(a *app) *cobra.Command {
 		newStatusCmd(a, api.ScopeCluster),
 		newMigrateCmd(a, api.ScopeCluster),
 		newGroupCmd("rekey", "Rekey the cluster domains; view or change their rotation",
-			"Start a rekey of the cluster domains (all, or those named with --domain), and view or change\n"+
-				"the scope's automatic rotation schedule.",
+			"Start a rekey of the cluster domains (all, or those named with --domain), staged or not, or\n"+
+				"see what it would do (--dry-run); continue or cancel a staged rekey; view or change the\n"+
+				"scope's automatic rotation schedule.",
 			newRekeyStartCmd(a, api.ScopeCluster),
+			newRekeyContinueCmd(a, api.ScopeCluster),
+			newRekeyCancelCmd(a, api.ScopeCluster),
 			newRekeyViewCmd(a, api.ScopeCluster),
 			newRekeyModifyCmd(a, api.ScopeCluster),
 		),
+		newKeysCmd(a, api.ScopeCluster),
 	)
 }
 
@@ -42,11 +46,15 @@ func newSEDCmd(a *app) *cobra.Command {
 		newStatusCmd(a, api.ScopeSED),
 		newMigrateCmd(a, api.ScopeSED),
 		newGroupCmd("rekey", "Rekey the SED key store; view or change its rotation",
-			"Start a rekey of the node's SED key store, and view or change its automatic rotation schedule.",
+			"Start a rekey of the node's SED key store, staged or not, or see what it would do (--dry-run);\n"+
+				"continue or cancel a staged rekey; view or change its automatic rotation schedule.",
 			newRekeyStartCmd(a, api.ScopeSED),
+			newRekeyContinueCmd(a, api.ScopeSED),
+			newRekeyCancelCmd(a, api.ScopeSED),
 			newRekeyViewCmd(a, api.ScopeSED),
 			newRekeyModifyCmd(a, api.ScopeSED),
 		),
+		newKeysCmd(a, api.ScopeSED),
 	)
 }
 
@@ -98,27 +106,42 @@ server), the KMIP key's unique identifier, and the master key's creation date (U
 }
 
 type rekeyStartOptions struct {
-	domains []string
-	yes     bool
-	wait    bool
+	domains     []string
+	yes         bool
+	wait        bool
+	stagePeriod string
+	dryRun      bool
 }
 
 func newRekeyStartCmd(a *app, scope string) *cobra.Command {
 	var o rekeyStartOptions
 	c := &cobra.Command{
-		Use:   "start [--domain D]... [--yes] [--wait]",
+		Use:   "start [--domain D]... [--stage-period VALUE] [--dry-run] [--yes] [--wait]",
 		Args:  noArgs,
 		Short: "Start a rekey of the cluster domains (all, or those named)",
 		Long: `Start a rekey: a new master key is created for each domain, every entry is re-encrypted
 under it, and the old key is destroyed once no entry needs it. Entries stay readable and
 writable throughout.
 
+With --stage-period VALUE the rekey is staged: once every entry is re-encrypted, the old
+key is kept, RETIRED, for that period (status STAGED) and destroyed only then; until then
+'rekey continue' destroys it at once and 'rekey cancel' goes back to it. VALUE is a
+positive integer followed by one unit: Y years, M months, W weeks, D days, h hours,
+m minutes, s seconds (7D, 2W, 1M, 12h).
+
+With --dry-run it only prints what the rekey would do (domains, entries, the keys to
+create and destroy and where, and whether it would be refused) and changes nothing.
+
 Without --yes, kmctl asks for confirmation on a terminal and rekeys only on the answer
 "yes"; without a terminal it refuses. Without --wait it returns once kmd accepted the
-rekey; with --wait it shows progress on a terminal and returns when the rekey ended,
-with exit status 1 if it failed. A domain whose rekey is already running is refused.`,
+rekey; with --wait it shows progress on a terminal and returns when the rekey ended (or,
+staged, reached STAGED), with exit status 1 if it failed.
+A domain whose rekey is already running is refused, and so is one that is STAGED until
+it is continued or cancelled.`,
 		Example: `  kmctl cluster rekey start
-  kmctl cluster rekey start --domain S3 --domain SSO --yes --wait`,
+  kmctl cluster rekey start --domain S3 --domain SSO --yes --wait
+  kmctl cluster rekey start --domain S3 --stage-period 7D --yes
+  kmctl cluster rekey start --dry-run -o json`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.rekeyStart(cmd, scope, o)
 		},
@@ -128,14 +151,18 @@ with exit status 1 if it failed. A domain whose rekey is already running is refu
 		f.StringArrayVar(&o.domains, "domain", nil, "rekey only `DOMAIN` (repeatable; default: every cluster domain)")
 		_ = c.RegisterFlagCompletionFunc("domain", fixedCompletion(domains.ClusterDomains...))
 	} else {
-		c.Use = "start [--yes] [--wait]"
+		c.Use = "start [--stage-period VALUE] [--dry-run] [--yes] [--wait]"
 		c.Short = "Start a rekey of the SED key store"
 		c.Long = strings.Replace(c.Long, "for each domain", "for the SED key store", 1)
-		c.Long = strings.Replace(c.Long, "A domain whose rekey is already running is refused.", "A rekey already running is refused.", 1)
-		c.Example = "  kmctl sed rekey start\n  kmctl sed rekey start --yes --wait"
+		c.Long = strings.Replace(c.Long, "A domain whose rekey is already running is refused, and so is one that is STAGED until\nit is continued",
+			"A rekey is refused while one is running, and while the store is STAGED until it is\ncontinued", 1)
+		c.Example = "  kmctl sed rekey start\n  kmctl sed rekey start --yes --wait\n  kmctl sed rekey start --stage-period 7D --yes\n  kmctl sed rekey start --dry-run"
 	}
+	f.StringVar(&o.stagePeriod, "stage-period", "", "stage the rekey: keep the old key, RETIRED, for `VALUE` (e.g. 7D, 2W, 12h)")
+	_ = c.RegisterFlagCompletionFunc("stage-period", fixedCompletion("7D", "2W", "1M", "24h"))
+	f.BoolVar(&o.dryRun, "dry-run", false, "print what the rekey would do; change nothing")
 	f.BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
-	f.BoolVar(&o.wait, "wait", false, "wait until the rekey ends; exit status 1 if it failed")
+	f.BoolVar(&o.wait, "wait", false, "wait until the rekey ends (or is STAGED); exit status 1 if it failed")
 	return c
 }
 
@@ -162,18 +189,36 @@ func (a *app) rekeyStart(cmd *cobra.Command, scope string, o rekeyStartOptions) 
 	if err != nil {
 		return err
 	}
+	stage := ""
+	if cmd.Flags().Changed("stage-period") {
+		rot, err := rekey.ParseStagePeriod(o.stagePeriod)
+		if err != nil {
+			return &usageError{err: err}
+		}
+		stage = rot.String()
+	}
+	ctx := cmd.Context()
+	if o.dryRun {
+		if o.wait {
+			return usagef("--wait does not go with --dry-run: a dry run starts nothing to wait for")
+		}
+		return a.rekeyPlan(ctx, scope, names, stage)
+	}
 	if !o.yes {
-		ok, err := a.confirm(cmd.Context(), opRekey)
+		ok, err := a.confirm(ctx, opRekey)
 		if err != nil || !ok {
 			return err
 		}
 	}
-	ctx := cmd.Context()
-	resp, err := a.api().StartRekey(ctx, scope, names)
+	resp, err := a.api().StartRekeyWith(ctx, scope, api.RekeyStartRequest{Domains: names, StagePeriod: stage})
 	if err != nil {
 		return userInput(err)
 	}
-	return a.started(ctx, opRekey, scope, resp, o.wait)
+	op := opRekey
+	if stage != "" {
+		op = opStagedRekey
+	}
+	return a.started(ctx, op, scope, resp, o.wait)
 }
 
 // confirm asks op's question on a terminal; it reports whether the answer

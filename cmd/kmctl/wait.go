@@ -20,11 +20,15 @@ type operation struct {
 	title   string // Rekey, Migration: "Rekey started: S3"
 	ongoing string // Rekeying, Migrating: the --wait progress line
 	prompt  string // the confirmation question, asked without --yes
+	ended   string // what --wait says at the end: completed (default), staged
 }
 
 var (
-	opRekey     = operation{verb: "rekey", noun: "rekey", title: "Rekey", ongoing: "Rekeying", prompt: confirmPrompt}
-	opMigration = operation{verb: "migrate", noun: "migration", title: "Migration", ongoing: "Migrating", prompt: migratePrompt}
+	opRekey       = operation{verb: "rekey", noun: "rekey", title: "Rekey", ongoing: "Rekeying", prompt: confirmPrompt}
+	opStagedRekey = operation{verb: "rekey", noun: "rekey", title: "Rekey", ongoing: "Rekeying", prompt: confirmPrompt, ended: "staged"}
+	opMigration   = operation{verb: "migrate", noun: "migration", title: "Migration", ongoing: "Migrating", prompt: migratePrompt}
+	opContinue    = operation{verb: "continue", noun: "continue", title: "Continue", ongoing: "Continuing"}
+	opCancel      = operation{verb: "cancel", noun: "cancel", title: "Cancel", ongoing: "Cancelling"}
 )
 
 // rekeyState is one started domain as the wait loop sees it.
