@@ -28,6 +28,10 @@ func (r *Registry) StartRekey(scope string, names []string) ([]string, error) {
 // starts a staged one. A domain that is STAGED refuses it (and so the
 // whole start), as does, for a staged rekey, one that is migrating.
 func (r *Registry) StartRekeyWith(scope string, names []string, o rekey.StartOptions) ([]string, error) {
+	// No Tick in between: it would start the domains this marks pending,
+	// as plain rekeys, before this starts them as asked.
+	r.tickMu.Lock()
+	defer r.tickMu.Unlock()
 	all, err := ScopeDomains(scope)
 	if err != nil {
 		return nil, err

@@ -530,3 +530,39 @@ func TestStaged_OnKMIP(t *testing.T) {
 	}
 	checkEntries(t, vault(t, r, domains.SEDDomain), want)
 }
+
+// A whole-scope start marks its domains pending before it starts them; a
+// Tick in between would start them first, as plain rekeys, and the start
+// would fail as in progress. Ticks run throughout here.
+func TestStaged_StartRacesNoTick(t *testing.T) {
+	e := newEnv(t)
+	r := e.open()
+	fill(t, vault(t, r, domains.SEDDomain), "sed", 20)
+	stop := make(chan struct{})
+	ticked := make(chan struct{})
+	go func() {
+		defer close(ticked)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				r.Tick(e.clock.Now())
+			}
+		}
+	}()
+	defer func() { close(stop); <-ticked }()
+	ctx := t.Context()
+	for i := range 40 {
+		if _, err := r.StartRekeyWith(logs.ScopeSED, nil, rekey.StartOptions{Stage: sevenDays}); err != nil {
+			t.Fatalf("round %d: staged start of the sed scope with Ticks running: %v", i, err)
+		}
+		if st := waitDone(t, r, domains.SEDDomain, domains.StatusStaged, domains.StatusFailed); st.Status != domains.StatusStaged {
+			t.Fatalf("round %d: SED %+v, want STAGED", i, st)
+		}
+		if _, err := r.CancelStaged(ctx, logs.ScopeSED, nil); err != nil {
+			t.Fatalf("round %d: cancel: %v", i, err)
+		}
+		waitActive(t, r, domains.SEDDomain)
+	}
+}
