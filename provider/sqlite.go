@@ -27,17 +27,11 @@ type SQLiteStore struct {
 	getStmt                   *sql.Stmt // readers
 	insStmt, rowStmt, updStmt *sql.Stmt // the writer
 
-	// A rekey's helpers (rewrap.go). The counts are RewrapRange's own: it
-	// runs on one goroutine at a time, as the store's one writer.
-	ckpt         checkpointer
-	rewrapped    int // rows rewrapped since the last kick of ckpt
-	prefetchHits int // rows whose prefetched ciphertext was taken
-	pf           struct {
-		sync.Mutex
-		p      *prefetch
-		closed bool
-		wg     sync.WaitGroup
-	}
+	// A rekey's checkpointer (rewrap.go), and the rows RewrapRange (one
+	// call at a time, as the store's one writer) rewrapped since it last
+	// kicked it.
+	ckpt      checkpointer
+	rewrapped int
 
 	// Rows name their MK by a small number (the mks table); the mapping
 	// never changes once made, so it is cached both ways.
@@ -342,7 +336,6 @@ func (s *SQLiteStore) Path() string { return s.path }
 // Close implements Store.
 func (s *SQLiteStore) Close() error {
 	var errs []error
-	s.closePrefetch()
 	errs = append(errs, s.ckpt.close())
 	for _, st := range []*sql.Stmt{s.getStmt, s.insStmt, s.rowStmt, s.updStmt} {
 		if st != nil {
