@@ -122,16 +122,14 @@ func (s *SQLiteStore) RewrapRange(ctx context.Context, from, to string, after in
 		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
 	defer conn.Close()
-	// The WAL is copied back by the checkpointer, beside the writer: a
-	// checkpoint on the writer would hold every service write behind it.
-	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0`); err != nil {
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
 		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
 	defer func() {
 		// Restore FULL for service writes on this, the only writer
 		// connection; if that fails, discard the connection rather than
 		// let service writes skip their fsync.
-		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000`); rerr != nil {
+		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); rerr != nil {
 			conn.Raw(func(any) error { return driver.ErrBadConn })
 			if err == nil {
 				n, next, err = 0, after, fmt.Errorf("rewrap: %w", rerr)
@@ -177,37 +175,52 @@ func (s *SQLiteStore) RewrapRange(ctx context.Context, from, to string, after in
 	if err := tx.Commit(); err != nil {
 		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}
-	if s.rewrapped += int(k); s.rewrapped >= checkpointRows {
-		s.rewrapped = 0
-		s.ckpt.kick()
-	}
+	s.ckpt.wrote(int(k))
 	return int(k), upto, nil
 }
 
-// checkpointRows is how many rewrapped rows make RewrapRange kick the
-// checkpointer: a few MiB of WAL.
-const checkpointRows = 8192
+// The checkpointer starts a checkpoint once checkpointRows rows or
+// checkpointCommits commits have been written since its last: a few MiB of
+// WAL for a rekey or an import, a fraction of a second of service writes.
+const (
+	checkpointRows    = 8192
+	checkpointCommits = 64
+)
 
 // checkpointer copies the WAL back into the database file from a
-// connection of its own. A passive checkpoint takes no writer lock, so
-// service writes go on while it runs; on the writer, as SQLite's automatic
-// checkpoints run, a rekey's big WAL would hold each of them for as long
-// as the copy took.
+// connection of its own, kicked as writes commit: the writer runs no
+// checkpoint (wal_autocheckpoint 0). A passive checkpoint takes no writer
+// lock, so writes go on while it runs; run by a commit, as SQLite's
+// automatic checkpoints are, a big one held every write behind it for as
+// long as the copy took (a PUT waited some 250 ms during a rekey).
 type checkpointer struct {
 	db      *sql.DB // one connection
 	mu      sync.Mutex
+	rows    int // written since the last kick
+	commits int
 	running bool
 	closed  bool
 	done    int // checkpoints run
 	wg      sync.WaitGroup
 }
 
-// kick starts a checkpoint unless one is running. A failed checkpoint
-// leaves the WAL as it was, for the next one or Sync.
-func (c *checkpointer) kick() {
+// wrote counts a commit of rows rows, and kicks a checkpoint when enough
+// has been written.
+func (c *checkpointer) wrote(rows int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.running || c.closed || c.db == nil {
+	c.rows += rows
+	c.commits++
+	if (c.rows >= checkpointRows || c.commits >= checkpointCommits) && !c.running {
+		c.rows, c.commits = 0, 0
+		c.kickLocked()
+	}
+}
+
+// kickLocked starts a checkpoint; none is running. A failed checkpoint
+// leaves the WAL as it was, for the next one or Sync. c.mu is held.
+func (c *checkpointer) kickLocked() {
+	if c.closed || c.db == nil {
 		return
 	}
 	c.running = true

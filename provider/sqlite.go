@@ -27,11 +27,8 @@ type SQLiteStore struct {
 	getStmt                   *sql.Stmt // readers
 	insStmt, rowStmt, updStmt *sql.Stmt // the writer
 
-	// A rekey's checkpointer (rewrap.go), and the rows RewrapRange (one
-	// call at a time, as the store's one writer) rewrapped since it last
-	// kicked it.
-	ckpt      checkpointer
-	rewrapped int
+	// ckpt copies the WAL back into the file as writes commit (rewrap.go).
+	ckpt checkpointer
 
 	// Rows name their MK by a small number (the mks table); the mapping
 	// never changes once made, so it is cached both ways.
@@ -119,6 +116,9 @@ func dsn(path string, cacheKiB int, readOnly bool) string {
 	if readOnly {
 		q.Add("_pragma", "query_only(1)")
 	} else {
+		// The checkpointer copies the WAL back, beside the writer: a
+		// checkpoint run by a commit would hold every write behind it.
+		q.Add("_pragma", "wal_autocheckpoint(0)")
 		q.Set("_txlock", "immediate")
 	}
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
@@ -396,6 +396,7 @@ func (s *SQLiteStore) Put(ctx context.Context, e Entry, c Cond) (int64, error) {
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("put %q: %w", e.Name, err)
 	}
+	s.ckpt.wrote(1)
 	return v, nil
 }
 
@@ -522,6 +523,7 @@ func (s *SQLiteStore) Import(ctx context.Context, next func() (Entry, error)) (i
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("import: %w", err)
 	}
+	s.ckpt.wrote(n)
 	for id, num := range added {
 		s.remember(id, num)
 	}
@@ -559,6 +561,7 @@ func (s *SQLiteStore) Delete(ctx context.Context, name string, ifVersion int64) 
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("delete %q: %w", name, err)
 	}
+	s.ckpt.wrote(1)
 	return nil
 }
 
@@ -691,6 +694,7 @@ func (s *SQLiteStore) UpdateMeta(ctx context.Context, u MetaUpdate) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("update meta: %w", err)
 	}
+	s.ckpt.wrote(1)
 	return nil
 }
 

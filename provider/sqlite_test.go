@@ -1078,8 +1078,9 @@ func testMigratesSchema1(t *testing.T, schema string, maxID int64) {
 	}
 }
 
-// A rekey's WAL is copied back by the checkpointer, beside the writer.
-func TestSQLite_RewrapCheckpointsBesideTheWriter(t *testing.T) {
+// A rekey's WAL is copied back by the checkpointer, beside the writer,
+// and so is that of service writes.
+func TestSQLite_CheckpointsBesideTheWriter(t *testing.T) {
 	s := openStore(t)
 	ctx := t.Context()
 	const n = 20000
@@ -1105,6 +1106,18 @@ func TestSQLite_RewrapCheckpointsBesideTheWriter(t *testing.T) {
 	}
 	if u, _ := s.KeyUsage(ctx); u["B"] != n {
 		t.Errorf("KeyUsage = %v", u)
+	}
+
+	s = openStore(t)
+	for i := range 200 {
+		put(t, s, fmt.Sprint("w", i), "A", "v")
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for s.Checkpoints() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint ran for 200 service writes")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
