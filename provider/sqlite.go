@@ -592,23 +592,23 @@ func (s *SQLiteStore) Count(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// CountByKey implements Store: it reads every row, through the writer
-// connection so that it sees every write that has returned, whatever the
-// readers' snapshots.
+// CountByKey implements Store: it reads every row, on a reader connection,
+// so that writes go on while it does. The query is its own read
+// transaction, begun when it is: it sees every write that has returned.
 func (s *SQLiteStore) CountByKey(ctx context.Context, keyID string) (int64, error) {
 	mk, ok, err := s.known(ctx, keyID)
 	if err != nil || !ok {
 		return 0, err
 	}
 	var n int64
-	if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE mk = ?`, mk).Scan(&n); err != nil {
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE mk = ?`, mk).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count by key %s: %w", keyID, err)
 	}
 	return n, nil
 }
 
 // KeyUsage implements Store, from the kept counts, through the writer
-// connection (see CountByKey).
+// connection.
 func (s *SQLiteStore) KeyUsage(ctx context.Context) (map[string]int64, error) {
 	rows, err := s.w.QueryContext(ctx, `SELECT id, entries FROM mks WHERE entries <> 0`)
 	if err != nil {
