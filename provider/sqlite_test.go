@@ -482,6 +482,50 @@ func TestSQLite_Import(t *testing.T) {
 			t.Errorf("KeyUsage after the import = %v, want B: 3", u)
 		}
 	})
+	// New names go in by statements of many rows; replaces, duplicates
+	// and a change of key, across and within those, behave as one by one.
+	t.Run("many, across chunks", func(t *testing.T) {
+		s := openStore(t)
+		put(t, s, "e0005", "A", "old")
+		put(t, s, "e0150", "A", "old")
+		var es []provider.Entry
+		for i := range 300 {
+			key := "B"
+			if i >= 200 && i < 210 {
+				key = "C" // a run under another key in the middle
+			}
+			es = append(es, provider.Entry{Name: fmt.Sprintf("e%04d", i), KeyID: key, Sealed: []byte(fmt.Sprint("v", i))})
+		}
+		n, err := s.Import(t.Context(), provider.Each(es))
+		if err != nil || n != 300 {
+			t.Fatalf("Import = %d, %v; want 300", n, err)
+		}
+		for i, e := range es {
+			got := get(t, s, e.Name)
+			want := int64(1)
+			if i == 5 || i == 150 {
+				want = 2
+			}
+			if got.Version != want || got.KeyID != e.KeyID || string(got.Sealed) != string(e.Sealed) {
+				t.Errorf("%s after the import: %+v, want version %d under %s", e.Name, got, want, e.KeyID)
+			}
+		}
+		if u, _ := s.KeyUsage(t.Context()); !maps.Equal(u, map[string]int64{"B": 290, "C": 10}) {
+			t.Errorf("KeyUsage after the import = %v, want B: 290, C: 10", u)
+		}
+		for _, c := range []struct{ first, again int }{{3, 40}, {10, 100}, {70, 75}, {150, 290}} {
+			dupes := slices.Clone(es)
+			dupes[c.again].Name = dupes[c.first].Name
+			_, err := s.Import(t.Context(), provider.Each(dupes))
+			var dup *provider.DuplicateError
+			if !errors.As(err, &dup) || dup.Index != c.again || dup.Name != es[c.first].Name {
+				t.Errorf("Import with item %d a second time at %d: %v, want a DuplicateError at %d", c.first, c.again, err, c.again)
+			}
+		}
+		if e := get(t, s, "e0000"); e.Version != 1 {
+			t.Errorf("a refused import changed e0000: %+v", e)
+		}
+	})
 	t.Run("NOT NULL refuses a nil ciphertext", func(t *testing.T) {
 		s := openStore(t)
 		if _, err := s.Put(t.Context(), provider.Entry{Name: "a", KeyID: "A"}, provider.Cond{}); err == nil {
