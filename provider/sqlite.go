@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -427,55 +426,6 @@ func (s *SQLiteStore) writeStmts(ctx context.Context, tx *sql.Tx) writeStmts {
 	return writeStmts{tx.StmtContext(ctx, s.insStmt), tx.StmtContext(ctx, s.rowStmt), tx.StmtContext(ctx, s.updStmt)}
 }
 
-// importChunk is how many new entries an import inserts with one
-// statement: each row then costs SQLite's work and a share of one call
-// through database/sql, not a call of its own.
-const importChunk = 64
-
-// importRows are entries of an import under one MK, from its first-th.
-type importRows struct {
-	mk    int64
-	first int
-	rows  []importRow
-}
-
-type importRow struct {
-	name string
-	ct   []byte
-	now  int64
-}
-
-// insert inserts the rows whose names are not in the store yet, and
-// returns those names (the first row of each).
-func (c *importRows) insert(ctx context.Context, tx *sql.Tx) (map[string]int, error) {
-	var q strings.Builder
-	q.WriteString(`INSERT INTO entries(name, mk, version, ct, created, updated) VALUES `)
-	args := make([]any, 0, 1+3*len(c.rows))
-	args = append(args, c.mk)
-	for i, r := range c.rows {
-		if i > 0 {
-			q.WriteByte(',')
-		}
-		fmt.Fprintf(&q, "(?%d, ?1, 1, ?%d, ?%d, ?%d)", 2+3*i, 3+3*i, 4+3*i, 4+3*i)
-		args = append(args, r.name, r.ct, r.now)
-	}
-	q.WriteString(` ON CONFLICT(name) DO NOTHING RETURNING name`)
-	rows, err := tx.QueryContext(ctx, q.String(), args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	inserted := make(map[string]int, len(c.rows))
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			return nil, err
-		}
-		inserted[name]++
-	}
-	return inserted, rows.Err()
-}
-
 // put writes one entry in tx and counts it in w. A new entry takes one
 // statement; replacing one reads its row first, for its MK and version.
 // If seen is set, replacing a row for which it reports true is a
@@ -546,37 +496,6 @@ func (s *SQLiteStore) Import(ctx context.Context, next func() (Entry, error)) (i
 	w := counted{}
 	st := s.writeStmts(ctx, tx)
 	added := map[string]int64{} // MK numbers this transaction adds
-	// New names go in importChunk at a time, in one INSERT statement; a
-	// name already there (a replace, or a duplicate of the input) then
-	// takes put's way, in input order.
-	var chunk importRows
-	flush := func() error {
-		if len(chunk.rows) == 0 {
-			return nil
-		}
-		// A statement that fails undoes itself; put then finds the
-		// entry to blame.
-		inserted, err := chunk.insert(ctx, tx)
-		if err != nil {
-			inserted = nil
-		}
-		for i, r := range chunk.rows {
-			if inserted[r.name] > 0 { // its first row; a second is a duplicate
-				inserted[r.name] = -1
-				w[chunk.mk]++
-				continue
-			}
-			if _, err := st.put(ctx, w, r.name, chunk.mk, r.ct, r.now, Cond{}, seen); err != nil {
-				var dup *DuplicateError
-				if errors.As(err, &dup) {
-					dup.Index = chunk.first + i
-				}
-				return err
-			}
-		}
-		chunk.rows = chunk.rows[:0]
-		return nil
-	}
 	n := 0
 	for ; ; n++ {
 		e, err := next()
@@ -590,18 +509,13 @@ func (s *SQLiteStore) Import(ctx context.Context, next func() (Entry, error)) (i
 		if err != nil {
 			return 0, fmt.Errorf("import: %w", err)
 		}
-		if len(chunk.rows) == importChunk || (len(chunk.rows) > 0 && mk != chunk.mk) {
-			if err := flush(); err != nil {
-				return 0, err
+		if _, err := st.put(ctx, w, e.Name, mk, e.Sealed, unixNano(e.Updated), Cond{}, seen); err != nil {
+			var dup *DuplicateError
+			if errors.As(err, &dup) {
+				dup.Index = n
 			}
+			return 0, err
 		}
-		if len(chunk.rows) == 0 {
-			chunk.mk, chunk.first = mk, n
-		}
-		chunk.rows = append(chunk.rows, importRow{name: e.Name, ct: e.Sealed, now: unixNano(e.Updated)})
-	}
-	if err := flush(); err != nil {
-		return 0, err
 	}
 	if err := w.apply(ctx, tx); err != nil {
 		return 0, fmt.Errorf("import: %w", err)

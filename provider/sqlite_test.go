@@ -482,9 +482,9 @@ func TestSQLite_Import(t *testing.T) {
 			t.Errorf("KeyUsage after the import = %v, want B: 3", u)
 		}
 	})
-	// New names go in by statements of many rows; replaces, duplicates
-	// and a change of key, across and within those, behave as one by one.
-	t.Run("many, across chunks", func(t *testing.T) {
+	// Replaces, duplicates at several distances and a change of key in
+	// the middle of a larger import.
+	t.Run("many", func(t *testing.T) {
 		s := openStore(t)
 		put(t, s, "e0005", "A", "old")
 		put(t, s, "e0150", "A", "old")
