@@ -24,11 +24,12 @@ entry's value or key material.`,
 	)
 }
 
-const auditListLong = `List the audit trail, oldest first: time (UTC), who, from where, action, target
-and outcome, with the error line of a refused or failed request.
+const auditListLong = `List the audit trail (admin only), oldest first: time (UTC), who, from where,
+action, target and outcome, with the error line of a refused or failed request.
 
 Actions: entry.put, entry.delete, entry.import, rekey.start, rekey.modify,
-migrate, kmip.server.create, kmip.server.delete, kmip.server.verify, and
+rekey.continue, rekey.cancel, keys.delete, migrate, kmip.server.create,
+kmip.server.delete, kmip.server.verify, ui.link.create, ui.signin, and
 "request" for any other change asked of kmd (its target is the method and path).
 Outcomes: ok; refused (nothing was done: bad input, no role, not found, a
 conflict); failed (kmd tried and could not).
