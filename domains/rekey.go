@@ -42,7 +42,7 @@ func (r *Registry) StartRekeyWith(scope string, names []string, o rekey.StartOpt
 	}
 	var migrating []*Domain
 	for _, d := range ds {
-		queue, err := r.rekeyCheck(d, settled(d.engine), !o.Stage.IsNever())
+		queue, err := r.rekeyCheck(d, d.engine.Settled(wrapUp), !o.Stage.IsNever())
 		if err != nil {
 			return nil, err
 		}
@@ -71,19 +71,8 @@ func (r *Registry) StartRekeyWith(scope string, names []string, o rekey.StartOpt
 	return started, nil
 }
 
-// settled returns the engine's status once a run that has done its work
-// has also recorded its end (its events, its schedule, a rekey queued
-// behind it): until then it still counts as running, and a start asked
-// for in between is no more "in progress" than one asked a moment later.
-// It waits at most wrapUp.
-func settled(e *rekey.Engine) rekey.Status {
-	st := e.Status()
-	for deadline := time.Now().Add(wrapUp); st.Running && !st.Pending() && time.Now().Before(deadline); st = e.Status() {
-		time.Sleep(time.Millisecond)
-	}
-	return st
-}
-
+// wrapUp bounds how long a start waits for a run that has done its work
+// to record its end (rekey.Engine.Settled).
 const wrapUp = 5 * time.Second
 
 func (r *Registry) currentLocation(d *Domain) string {

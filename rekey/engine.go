@@ -74,6 +74,7 @@ type Engine struct {
 	mu      sync.Mutex
 	state   State
 	running bool
+	idle    chan struct{} // closed when running turns false
 	closed  bool
 
 	done    atomic.Int64 // entries rewrapped in this rekey
@@ -313,8 +314,42 @@ func (e *Engine) RetryIfDue(now time.Time) bool {
 	return due && e.Resume()
 }
 
+// setRunningLocked marks the engine running or not; idle is closed when
+// it stops. e.mu is held.
+func (e *Engine) setRunningLocked(on bool) {
+	switch {
+	case on && !e.running:
+		e.idle = make(chan struct{})
+	case !on && e.running:
+		close(e.idle)
+	}
+	e.running = on
+}
+
+// Settled returns the engine's status once a run that has done its work
+// has also recorded its end (its events; its OnEnd and OnFinish, which
+// track the schedule and start a rekey queued behind it): until then the
+// engine still counts as running, and a start asked for in between is no
+// more "in progress" than one asked for a moment later. It waits at most
+// limit.
+func (e *Engine) Settled(limit time.Duration) Status {
+	e.mu.Lock()
+	ending := e.running && e.state.Phase == PhaseNone
+	idle := e.idle
+	e.mu.Unlock()
+	if ending {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		select {
+		case <-idle:
+		case <-t.C:
+		}
+	}
+	return e.Status()
+}
+
 func (e *Engine) launchLocked() {
-	e.running = true
+	e.setRunningLocked(true)
 	e.runKind = e.state.run()
 	e.passes = 0
 	e.runRew.Store(0)
@@ -337,7 +372,7 @@ func (e *Engine) run() {
 	}
 	defer func() {
 		e.mu.Lock()
-		e.running = false
+		e.setRunningLocked(false)
 		e.mu.Unlock()
 	}()
 	switch {

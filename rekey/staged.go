@@ -246,12 +246,12 @@ func (e *Engine) DeleteRetired(ctx context.Context, id string) error {
 		return fmt.Errorf("%w for %s: its %s is in %s; let it end first", ErrOtherPending, e.cfg.Domain, st.run(), st.Phase)
 	}
 	// Held as a run would be: no rekey starts meanwhile, Close waits.
-	e.running = true
+	e.setRunningLocked(true)
 	e.wg.Add(1)
 	e.mu.Unlock()
 	defer func() {
 		e.mu.Lock()
-		e.running = false
+		e.setRunningLocked(false)
 		e.mu.Unlock()
 		e.wg.Done()
 	}()
