@@ -526,6 +526,37 @@ func TestSQLite_Import(t *testing.T) {
 			t.Errorf("a refused import changed e0000: %+v", e)
 		}
 	})
+	// The rows run without the request's context; its end must still stop
+	// the import and undo all of it.
+	t.Run("cancelled midway imports nothing", func(t *testing.T) {
+		s := openStore(t)
+		put(t, s, "e0005", "A", "old")
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		i := 0
+		n, err := s.Import(ctx, func() (provider.Entry, error) {
+			if i == 1000 {
+				cancel()
+			}
+			if i == 5000 {
+				return provider.Entry{}, io.EOF
+			}
+			i++
+			return provider.Entry{Name: fmt.Sprintf("e%04d", i-1), KeyID: "B", Sealed: []byte("v")}, nil
+		})
+		if !errors.Is(err, context.Canceled) || n != 0 {
+			t.Fatalf("Import cancelled after 1000 items = %d, %v; want 0 and context.Canceled", n, err)
+		}
+		if i >= 5000 {
+			t.Errorf("the import read all %d items after its context ended", i)
+		}
+		if u, _ := s.KeyUsage(t.Context()); !maps.Equal(u, map[string]int64{"A": 1}) {
+			t.Errorf("KeyUsage after a cancelled import = %v, want only A: 1", u)
+		}
+		if e := get(t, s, "e0005"); e.Version != 1 || e.KeyID != "A" {
+			t.Errorf("a cancelled import changed e0005: %+v", e)
+		}
+	})
 	t.Run("NOT NULL refuses a nil ciphertext", func(t *testing.T) {
 		s := openStore(t)
 		if _, err := s.Put(t.Context(), provider.Entry{Name: "a", KeyID: "A"}, provider.Cond{}); err == nil {
