@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -35,6 +36,7 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	setProcs(os.Getenv)
 	os.Exit(exitCode(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr), os.Stderr))
 }
 
@@ -176,7 +178,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	lg.Info("kmd started", zap.String("version", version), zap.String("data_dir", cfg.DataDir),
 		zap.String("socket", cfg.Socket), zap.String("socket_group", cfg.SocketGroup), zap.String("listen", listen),
-		zap.Int(logs.Node, cfg.NodeID), zap.Duration("retry_interval", cfg.RetryInterval))
+		zap.Int(logs.Node, cfg.NodeID), zap.Duration("retry_interval", cfg.RetryInterval), zap.Int("procs", runtime.GOMAXPROCS(0)))
 
 	select {
 	case <-ctx.Done():
