@@ -83,7 +83,7 @@ func TestQuickRun(t *testing.T) {
 		check(label, "2k", false)
 	}
 	for _, op := range []string{"GET idle", "GET during rekey", "PUT idle", "PUT during rekey"} {
-		for _, m := range []string{"p50", "p99", "p99 from send", "max", "throughput"} {
+		for _, m := range []string{"p50", "p99", "p99 from schedule", "p99 from send", "max", "throughput"} {
 			check(op+" "+m, "2k", false)
 		}
 	}

@@ -63,7 +63,7 @@ func (r *nResult) kmdStats() []*stat {
 // loadStats are one operation's figures over the load windows.
 type loadStats struct {
 	p50, p99, max, tput stat
-	p99send             stat
+	p99send, p99sched   stat
 	count, failures     int
 	firstErr            string
 }
@@ -72,6 +72,7 @@ func (l *loadStats) add(r opResult) {
 	l.p50.add(r.P50ms)
 	l.p99.add(r.P99ms)
 	l.p99send.add(r.P99SendMs)
+	l.p99sched.add(r.P99SchedMs)
 	l.max.add(r.Maxms)
 	l.tput.add(r.Throughput)
 	l.count += r.Count
@@ -82,7 +83,7 @@ func (l *loadStats) add(r opResult) {
 }
 
 func (l *loadStats) fail(err error) {
-	for _, s := range []*stat{&l.p50, &l.p99, &l.p99send, &l.max, &l.tput} {
+	for _, s := range []*stat{&l.p50, &l.p99, &l.p99send, &l.p99sched, &l.max, &l.tput} {
 		s.fail(err)
 	}
 }
@@ -327,7 +328,7 @@ func (rp *report) render() string {
 	fmt.Fprintf(&b, "- Method: each figure is the median of the runs, min – max beside it. kmd and kmctl are built without -race from this checkout. "+
 		"A rekey is timed from `kmctl cluster rekey start --domain %s --yes --wait` to its return, on a daemon that holds N entries of %d-byte values "+
 		"(imported with `kmctl entry import`, timed once per N, then kmd restarted); its peak RSS is VmHWM, reset before each rekey. "+
-		"Online: a separate process sends %d GET/s and %d PUT/s (open loop, latency from each request's scheduled start) over the unix socket, "+
+		"Online: a separate process sends %d GET/s and %d PUT/s (open loop; latency from each request's release by the load generator's timer, waits for a free worker included; `from schedule` adds the timer's own lateness, `from send` leaves out the wait for a worker) over the unix socket, "+
 		"idle and during %d further rekeys of the largest N. See bench/README.md.\n\n",
 		rp.opts.domain, valueSize, rp.opts.load.getRate, rp.opts.load.putRate, rp.opts.runs)
 
@@ -358,6 +359,7 @@ func (rp *report) render() string {
 	}{{"GET idle", &on.getIdle}, {"GET during rekey", &on.getLoaded}, {"PUT idle", &on.putIdle}, {"PUT during rekey", &on.putLoaded}} {
 		t.statRow(x.name+" p50", on.n, x.l.p50, "ms", false)
 		t.statRow(x.name+" p99", on.n, x.l.p99, "ms", false)
+		t.statRow(x.name+" p99 from schedule", on.n, x.l.p99sched, "ms", false)
 		t.statRow(x.name+" p99 from send", on.n, x.l.p99send, "ms", false)
 		t.statRow(x.name+" max", on.n, x.l.max, "ms", false)
 		t.statRow(x.name+" throughput", on.n, x.l.tput, "req/s", false)
