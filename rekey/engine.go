@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/kmd-project/kmd/internal/background"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -362,11 +361,6 @@ func (e *Engine) launchLocked() {
 
 func (e *Engine) run() {
 	defer e.wg.Done()
-	// Behind the services: this goroutine, and the thread it ends with,
-	// run the whole rekey (see package background).
-	if err := background.Lower(); err != nil {
-		e.lg.Warn("rekey runs at normal priority", zap.Error(err))
-	}
 	start := time.Now()
 	e.mu.Lock()
 	begun := e.state

@@ -13,11 +13,12 @@ import (
 // until Go's monitor thread takes it back, which can take up to 10 ms when
 // the monitor has been idle. On a node with two CPUs, a rekey's rewrap on
 // one P and a checkpoint's fsync on the other left no P to answer a GET.
-// One client's GETs, one at a time, during a 1M rekey on such a node (p99,
-// one run each): 4.9 ms as it was, 3.8 ms with the rekey's priority lowered
-// (package background), 1.6 ms with that and two spare Ps; 1.1 ms idle.
-// The kernel still shares the CPUs; the spare Ps only let a runnable
-// goroutine run while others wait on the disk.
+// bench's load (1000 GET/s, 100 PUT/s) during a 1M rekey, four runs each
+// alternating, p99 from send: 10.5-12.3 ms with 2 Ps, 6.2-6.6 ms with 4;
+// idle 5.0-6.7 ms against 3.3-4.9 ms. The price: more threads woken to
+// look for work, some 20% more CPU per GET when idle on that VM. The
+// kernel still shares the CPUs; the spare Ps only let a runnable goroutine
+// run while others wait on the disk.
 const spareProcs = 2
 
 // setProcs raises GOMAXPROCS to the CPUs Go found plus spareProcs, unless
