@@ -518,10 +518,14 @@ func (s *SQLiteStore) Import(ctx context.Context, next func() (Entry, error)) (i
 			return 0, err
 		}
 		mk, err := s.num(rctx, tx, e.KeyID, added)
-		if err != nil {
-			return 0, fmt.Errorf("import: %w", err)
+		if err == nil {
+			_, err = st.put(rctx, w, e.Name, mk, e.Sealed, unixNano(e.Updated), Cond{}, seen)
 		}
-		if _, err := st.put(rctx, w, e.Name, mk, e.Sealed, unixNano(e.Updated), Cond{}, seen); err != nil {
+		if err != nil {
+			if cerr := ctx.Err(); cerr != nil {
+				// The transaction was rolled back as ctx ended.
+				return 0, fmt.Errorf("import: %w", cerr)
+			}
 			var dup *DuplicateError
 			if errors.As(err, &dup) {
 				dup.Index = n

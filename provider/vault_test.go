@@ -435,6 +435,76 @@ func TestVault_SwitchWaitsForPutInFlight(t *testing.T) {
 	}
 }
 
+// A Switch waits for the writes in flight; reads must not wait behind it.
+// Under one mutex they did: a GET's key look-up queued behind the waiting
+// Switch (or DropKey), itself behind every PUT in flight.
+func TestVault_ReadsDoNotWaitBehindASwitch(t *testing.T) {
+	s := openStore(t)
+	g := &gatedStore{Store: s, entered: make(chan struct{}), release: make(chan struct{})}
+	v := provider.NewVault("S3", g)
+	a, _ := newKey(t, "A")
+	b, _ := newKey(t, "B")
+	c, _ := newKey(t, "C")
+	v.AddKey(a)
+	v.AddKey(b)
+	if err := v.Switch("A", nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	vput(t, v, "there", []byte("before"))
+
+	g.gate.Store(true)
+	putDone := make(chan error, 1)
+	go func() {
+		_, err := v.Put(ctx, "inflight", []byte("v"), provider.Cond{})
+		putDone <- err
+	}()
+	<-g.entered
+	g.gate.Store(false)
+	switchDone := make(chan error, 1)
+	go func() { switchDone <- v.Switch("B", nil) }()
+	for range 5 {
+		sleepBriefly() // let the Switch reach its wait
+	}
+	select {
+	case err := <-switchDone:
+		t.Fatalf("Switch returned (%v) with a Put in flight", err)
+	default:
+	}
+	readsDone := make(chan string, 1)
+	go func() {
+		val, _, err := v.Get(ctx, "there")
+		switch {
+		case err != nil || string(val) != "before":
+			readsDone <- fmt.Sprintf("Get = %q, %v", val, err)
+		case v.Key("A") == nil || v.Current() != "A" || v.Unavailable() != nil:
+			readsDone <- fmt.Sprintf("Key(A) %v, Current %q, Unavailable %v", v.Key("A"), v.Current(), v.Unavailable())
+		default:
+			v.AddKey(c)
+			v.DropKey("C")
+			readsDone <- ""
+		}
+	}()
+	select {
+	case msg := <-readsDone:
+		if msg != "" {
+			t.Error(msg)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("Get, Key, Current, AddKey and DropKey waited behind a Switch that waits for a Put in flight")
+	}
+	close(g.release)
+	if err := <-putDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-switchDone; err != nil {
+		t.Fatal(err)
+	}
+	if v.Current() != "B" {
+		t.Fatalf("current after the Switch = %q, want B", v.Current())
+	}
+}
+
 func TestVault_ConcurrentPutsAcrossSwitches(t *testing.T) {
 	v, s, _, _ := newVault(t)
 	ctx := t.Context()
