@@ -13,7 +13,7 @@ func TestDecodeStrict_SaysWhatIsWrong(t *testing.T) {
 	for _, tc := range []struct{ body, want string }{
 		{`{"name":"a","value":"AA==","mode":1}`, `unknown field "mode"`},
 		{`{"name":"a","name":"b","value":"AA=="}`, `field "name" appears twice`},
-		{`{"name":"a","value":"AA=="} x`, `invalid character 'x' after top-level value`},
+		{`{"name":"a","value":"AA=="} x`, `data after the JSON value`},
 		{`{"name":"a","value":"A"}`, `field "value": illegal base64 data`},
 		{`{"name":1,"value":"AA=="}`, `field "name": a JSON number where a string belongs`},
 		{`{"name":"a","value":true}`, `field "value": a JSON boolean where a base64 string belongs`},

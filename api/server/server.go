@@ -295,6 +295,8 @@ func jsonProblem(err error) string {
 			return "the JSON value ends early"
 		case errors.Is(xe.Err, jsontext.ErrDuplicateName):
 			return fmt.Sprintf("field %q appears twice", strings.TrimPrefix(string(xe.JSONPointer), "/"))
+		case strings.Contains(xe.Err.Error(), "after top-level value"):
+			return "data after the JSON value"
 		}
 		return fmt.Sprintf("%v (byte %d)", xe.Err, xe.ByteOffset)
 	}
