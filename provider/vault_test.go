@@ -365,17 +365,25 @@ func (g *gatedStore) Put(ctx context.Context, e provider.Entry, c provider.Cond)
 	return v, err
 }
 
-func TestVault_SwitchWaitsForPutInFlight(t *testing.T) {
+// gatedVault returns a vault of domain S3 over a gatedStore over a fresh
+// SQLite store, with keys A and B in its keyring and A current.
+func gatedVault(t *testing.T) (*provider.Vault, *gatedStore, *provider.SQLiteStore) {
+	t.Helper()
 	s := openStore(t)
 	g := &gatedStore{Store: s, entered: make(chan struct{}), release: make(chan struct{})}
 	v := provider.NewVault("S3", g)
-	a, _ := newKey(t, "A")
-	b, _ := newKey(t, "B")
-	v.AddKey(a)
-	v.AddKey(b)
+	for _, id := range []string{"A", "B"} {
+		k, _ := newKey(t, id)
+		v.AddKey(k)
+	}
 	if err := v.Switch("A", nil); err != nil {
 		t.Fatal(err)
 	}
+	return v, g, s
+}
+
+func TestVault_SwitchWaitsForPutInFlight(t *testing.T) {
+	v, g, s := gatedVault(t)
 	ctx := t.Context()
 
 	g.gate.Store(true)
@@ -439,17 +447,8 @@ func TestVault_SwitchWaitsForPutInFlight(t *testing.T) {
 // Under one mutex they did: a GET's key look-up queued behind the waiting
 // Switch (or DropKey), itself behind every PUT in flight.
 func TestVault_ReadsDoNotWaitBehindASwitch(t *testing.T) {
-	s := openStore(t)
-	g := &gatedStore{Store: s, entered: make(chan struct{}), release: make(chan struct{})}
-	v := provider.NewVault("S3", g)
-	a, _ := newKey(t, "A")
-	b, _ := newKey(t, "B")
+	v, g, _ := gatedVault(t)
 	c, _ := newKey(t, "C")
-	v.AddKey(a)
-	v.AddKey(b)
-	if err := v.Switch("A", nil); err != nil {
-		t.Fatal(err)
-	}
 	ctx := t.Context()
 	vput(t, v, "there", []byte("before"))
 
