@@ -108,8 +108,9 @@ type SQLiteOptions struct {
 	// pager_reset), under the page-cache mutex that every connection
 	// shares in this build of SQLite (a unified cache). During a rekey that
 	// is every GET: with 2 MiB caches, GETs emptying theirs held the rewrap
-	// and each other up (701 of 1009 ms of mutex waits in a profile) and
-	// GET p99 under bench's load was 50-80 ms; with 256 KiB, 9-13 ms.
+	// and each other up (701 of 1009 ms of mutex waits in a profile). GET
+	// p99 under bench's load, alternating single windows: 51-80 ms with
+	// 2 MiB, 9-28 ms with 256 KiB (whole bench runs vary more).
 	ReaderCacheKiB int
 	// Readers is the size of the read pool (default 4).
 	Readers int
