@@ -1,33 +1,22 @@
 package access
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kmd-project/kmd/internal/testca"
 )
 
 // certSubject returns the subject of a real certificate made with name, as
 // crypto/x509 parses and writes it.
 func certSubject(t testing.TB, name pkix.Name) string {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: name,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
+	l := testca.New(t, "test CA", time.Time{}, time.Time{}).Issue(t, name, false)
+	cert, err := x509.ParseCertificate(l.TLS.Certificate[0])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,19 +3,12 @@ package e2e_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kmd-project/kmd/internal/testca"
 )
 
 // Access control on the real binaries (SPEC: Access): the socket's mode
@@ -294,65 +289,27 @@ func TestAccessSocketUsers(t *testing.T) {
 
 // pki is a CA and the certificates it issued, as PEM files.
 type pki struct {
+	*testca.CA
 	dir  string
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
 	file string // the CA certificate
 }
 
 func newPKI(t *testing.T, dir, name string) *pki {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	p := &pki{dir: dir, cert: cert, key: key, file: filepath.Join(dir, name+"-ca.pem")}
-	writePEMFile(t, p.file, "CERTIFICATE", der)
+	p := &pki{CA: testca.New(t, name, time.Time{}, time.Time{}), dir: dir, file: filepath.Join(dir, name+"-ca.pem")}
+	testca.WriteFile(t, p.file, p.PEM())
 	return p
-}
-
-func writePEMFile(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // issue makes a certificate for subject (a server's for 127.0.0.1 when
 // server is set) and returns it and the files of it and its key.
 func (p *pki) issue(t *testing.T, subject pkix.Name, server bool) (tls.Certificate, string, string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: subject,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := p.Issue(t, subject, server)
 	base := filepath.Join(p.dir, strings.ReplaceAll(subject.CommonName, " ", "_"))
-	writePEMFile(t, base+".pem", "CERTIFICATE", der)
-	writePEMFile(t, base+".key", "PRIVATE KEY", kder)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, base + ".pem", base + ".key"
+	testca.WriteFile(t, base+".pem", l.CertPEM)
+	testca.WriteFile(t, base+".key", l.KeyPEM)
+	return l.TLS, base + ".pem", base + ".key"
 }
 
 func TestAccessTLS(t *testing.T) {
@@ -381,8 +338,7 @@ func TestAccessTLS(t *testing.T) {
 		t.Fatalf("no listen address in kmd's start line:\n%s", tail(d.logFile, 10))
 	}
 	base := "https://" + addr
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	roots := ca.Pool()
 	client := func(cfg *tls.Config) *http.Client {
 		cfg.RootCAs = roots
 		return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}

@@ -1,21 +1,16 @@
 package kmip
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kmd-project/kmd/internal/testca"
 	"github.com/kmd-project/kmd/kmip/kmiptestserver"
 )
 
@@ -105,22 +100,7 @@ func checkConfigErr(t *testing.T, err error, want ...string) {
 // notAfter.
 func writeCA(t *testing.T, path string, notBefore, notAfter time.Time) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl := &x509.Certificate{
-		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "old CA"},
-		NotBefore: notBefore, NotAfter: notAfter,
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testca.WriteFile(t, path, testca.New(t, "old CA", notBefore, notAfter).PEM())
 }
 
 func TestNew_ChecksTheFiles(t *testing.T) {

@@ -2,16 +2,11 @@ package server_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,60 +19,15 @@ import (
 	"github.com/kmd-project/kmd/api"
 	"github.com/kmd-project/kmd/api/server"
 	"github.com/kmd-project/kmd/domains"
+	"github.com/kmd-project/kmd/internal/testca"
 )
-
-// testCA signs client certificates.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T, cn string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// client issues a client certificate for subject.
-func (ca *testCA) client(t *testing.T, subject pkix.Name) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: subject,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // serveTLS serves k's API over HTTPS with client certificates from ca
 // required, as kmd's --listen does.
-func serveTLS(t *testing.T, k *kmd, ca *testCA) *httptest.Server {
+func serveTLS(t *testing.T, k *kmd, ca *testca.CA) *httptest.Server {
 	t.Helper()
 	ts := httptest.NewUnstartedServer(k.handler)
-	ts.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.pool}
+	ts.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool()}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	return ts
@@ -159,12 +109,12 @@ func (r req) String() string { return r.method + " " + r.path }
 
 func TestAccess_Roles(t *testing.T) {
 	k := startKMD(t, kmdOptions{serverOpts: []server.Option{server.WithPolicy(accessPolicy(t))}})
-	ca := newTestCA(t, "kmd test CA")
+	ca := testca.New(t, "kmd test CA", time.Time{}, time.Time{})
 	ts := serveTLS(t, k, ca)
-	admin := tlsClient(ts, ca.client(t, pkix.Name{CommonName: "ops"}))
-	monitor := tlsClient(ts, ca.client(t, pkix.Name{CommonName: "prometheus"}))
-	s3 := tlsClient(ts, ca.client(t, pkix.Name{CommonName: "s3-gateway", Organization: []string{"Acme"}}))
-	stranger := tlsClient(ts, ca.client(t, pkix.Name{CommonName: "stranger"}))
+	admin := tlsClient(ts, ca.Issue(t, pkix.Name{CommonName: "ops"}, false).TLS)
+	monitor := tlsClient(ts, ca.Issue(t, pkix.Name{CommonName: "prometheus"}, false).TLS)
+	s3 := tlsClient(ts, ca.Issue(t, pkix.Name{CommonName: "s3-gateway", Organization: []string{"Acme"}}, false).TLS)
+	stranger := tlsClient(ts, ca.Issue(t, pkix.Name{CommonName: "stranger"}, false).TLS)
 
 	// What the refused requests must leave as it is.
 	if _, err := k.c.Put(t.Context(), "SSO", "k", []byte("sso-value"), api.PutOptions{}); err != nil {
@@ -374,9 +324,9 @@ func TestAccess_Authenticators(t *testing.T) {
 // kmd's own page, or with no Origin (as kmctl sends), goes through.
 func TestAccess_TLSCrossSiteChangeRefused(t *testing.T) {
 	k := startKMD(t, kmdOptions{serverOpts: []server.Option{server.WithPolicy(accessPolicy(t))}})
-	ca := newTestCA(t, "kmd test CA")
+	ca := testca.New(t, "kmd test CA", time.Time{}, time.Time{})
 	ts := serveTLS(t, k, ca)
-	admin := tlsClient(ts, ca.client(t, pkix.Name{CommonName: "ops"}))
+	admin := tlsClient(ts, ca.Issue(t, pkix.Name{CommonName: "ops"}, false).TLS)
 	put := func(origin, value string) (int, []byte) {
 		req, err := http.NewRequest(http.MethodPut, ts.URL+api.EntryPath("S3", "k"), strings.NewReader(value))
 		if err != nil {

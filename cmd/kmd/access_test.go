@@ -2,15 +2,11 @@ package main
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -21,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kmd-project/kmd/access"
+	"github.com/kmd-project/kmd/internal/testca"
 )
 
 // writePEM writes PEM blocks to dir/name and returns the path.
@@ -41,21 +38,10 @@ func writePEM(t *testing.T, dir, name string, blocks ...*pem.Block) string {
 // key, as PEM blocks.
 func selfSigned(t *testing.T, cn string, notBefore, notAfter time.Time) (cert, key *pem.Block) {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, NotBefore: notBefore, NotAfter: notAfter,
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &pem.Block{Type: "CERTIFICATE", Bytes: der}, &pem.Block{Type: "PRIVATE KEY", Bytes: kder}
+	ca := testca.New(t, cn, notBefore, notAfter)
+	cert, _ = pem.Decode(ca.PEM())
+	key, _ = pem.Decode(ca.KeyPEM(t))
+	return cert, key
 }
 
 func TestTLSConfig(t *testing.T) {
