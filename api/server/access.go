@@ -19,18 +19,6 @@ import (
 // user (on the socket) hold a role: admin.
 func WithPolicy(p *access.Policy) Option { return func(s *Server) { s.policy = p } }
 
-// An Authenticator names the caller of a request that neither came in on
-// the unix socket nor carries a verified client certificate: a web page's
-// session cookie, say. It returns the caller, its Roles set, and true; or
-// false when the request is none of its own. Authenticators are asked in
-// the order they were given; the first that answers true wins.
-type Authenticator func(r *http.Request) (*access.Caller, bool)
-
-// WithAuthenticator adds an Authenticator.
-func WithAuthenticator(a Authenticator) Option {
-	return func(s *Server) { s.authenticators = append(s.authenticators, a) }
-}
-
 // Identify returns h behind the same identification as Handler: for
 // routes served in front of the API (the web page's), so that they too
 // know their caller. Handler keeps the caller Identify found.
@@ -43,10 +31,10 @@ func (e *forbidden) Error() string { return e.msg }
 
 // identify finds who made each request, before any handler runs, and
 // stores it with access.WithCaller: the socket peer's credentials (set by
-// access.ConnContext), else the verified client certificate, else what an
-// Authenticator says. A caller an outer handler already stored (the web
-// page's gate on --ui-listen stores the session's) is kept. A request from
-// no one kmd can name is refused.
+// access.ConnContext), else the verified client certificate. A caller an
+// outer handler already stored with access.WithCaller is kept: the web
+// page's gate on --ui-listen stores the session's. A request from no one
+// kmd can name is refused.
 func (s *Server) identify(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if access.FromContext(r.Context()) != nil {
@@ -89,11 +77,6 @@ func (s *Server) caller(r *http.Request) (*access.Caller, error) {
 		c := access.CertCaller(r.TLS.VerifiedChains[0][0], r.RemoteAddr)
 		s.policy.Resolve(c)
 		return c, nil
-	}
-	for _, a := range s.authenticators {
-		if c, ok := a(r); ok && c != nil {
-			return c, nil
-		}
 	}
 	return nil, errNoIdentity
 }

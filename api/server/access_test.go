@@ -267,19 +267,20 @@ func TestAccess_Socket(t *testing.T) {
 	}
 }
 
-// TestAccess_Authenticators checks the hook for callers that are neither
-// socket peers nor certificate holders, and that a request from no one
-// kmd can name is refused.
-func TestAccess_Authenticators(t *testing.T) {
-	session := func(r *http.Request) (*access.Caller, bool) {
-		if r.Header.Get("X-Test-Session") != "s1" {
-			return nil, false
+// TestAccess_OuterCaller checks callers that are neither socket peers nor
+// certificate holders: a caller an outer handler stored (as the web page's
+// gate stores a session's) is kept and its roles apply; a request from no
+// one kmd can name is refused.
+func TestAccess_OuterCaller(t *testing.T) {
+	k := startKMD(t, kmdOptions{})
+	gate := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Test-Session") == "s1" {
+			c := &access.Caller{Via: access.ViaSession, Subject: "uid 1000", Remote: r.RemoteAddr, Roles: []access.Role{access.Monitor}}
+			r = r.WithContext(access.WithCaller(r.Context(), c))
 		}
-		return &access.Caller{Via: access.ViaSession, Subject: "uid 1000", Remote: r.RemoteAddr, Roles: []access.Role{access.Monitor}}, true
-	}
-	never := func(*http.Request) (*access.Caller, bool) { return nil, false }
-	k := startKMD(t, kmdOptions{serverOpts: []server.Option{server.WithAuthenticator(never), server.WithAuthenticator(session)}})
-	ts := httptest.NewServer(k.handler) // plain HTTP on loopback, like --ui-listen
+		k.handler.ServeHTTP(w, r)
+	})
+	ts := httptest.NewServer(gate) // plain HTTP on loopback, like --ui-listen
 	t.Cleanup(ts.Close)
 
 	do := func(r req, sess string) (int, api.ErrorBody) {

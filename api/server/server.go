@@ -42,8 +42,7 @@ type Server struct {
 	audit   AuditTrail   // nil: no audit trail
 	metrics http.Handler // GET /metrics; see WithMetrics
 
-	policy         *access.Policy  // who holds which role (access.go)
-	authenticators []Authenticator // who else may call
+	policy *access.Policy // who holds which role (access.go)
 }
 
 // Option configures a Server.
