@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmd-project/kmd/internal/testclock"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -25,16 +27,7 @@ import (
 var t0 = time.Date(2026, 11, 22, 9, 19, 16, 123456789, time.UTC)
 
 // stepClock starts at t0 and moves a second per call.
-func stepClock() func() time.Time {
-	var mu sync.Mutex
-	n := 0
-	return func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		n++
-		return t0.Add(time.Duration(n-1) * time.Second)
-	}
-}
+func stepClock() func() time.Time { return testclock.Step(t0, time.Second) }
 
 func openTestTrail(t *testing.T, o Options) (*Trail, *observer.ObservedLogs) {
 	t.Helper()

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmd-project/kmd/internal/testclock"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -20,16 +22,7 @@ import (
 var t0 = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 
 // stepClock returns a clock that starts at t0 and moves a minute per call.
-func stepClock() func() time.Time {
-	var mu sync.Mutex
-	n := 0
-	return func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		n++
-		return t0.Add(time.Duration(n-1) * time.Minute)
-	}
-}
+func stepClock() func() time.Time { return testclock.Step(t0, time.Minute) }
 
 func openTestJournal(t *testing.T, o JournalOptions) (*Journal, *observer.ObservedLogs) {
 	t.Helper()
