@@ -406,6 +406,71 @@ func TestSQLite_RewrapRange(t *testing.T) {
 	})
 }
 
+// A rekey's writer keeps to its page cache while other stores are read.
+// SQLite's page cache is one for every connection here, and a full cache
+// takes another's least recently used page: without RewrapRange giving
+// those back, the rewrap kept every page a status poll of the other stores
+// left behind, and grew by them for as long as it ran.
+func TestSQLite_RewrapKeepsToItsCache(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	const cacheKiB = 256
+	s, err := provider.OpenSQLite(filepath.Join(dir, "S3.db"), provider.SQLiteOptions{CacheKiB: cacheKiB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	entries := make([]provider.Entry, 20000)
+	for i := range entries {
+		entries[i] = provider.Entry{Name: fmt.Sprintf("e%06d", i), KeyID: "A", Sealed: bytes.Repeat([]byte{byte(i)}, 256)}
+	}
+	if _, err := s.Import(ctx, provider.Each(entries)); err != nil {
+		t.Fatal(err)
+	}
+	var others []*provider.SQLiteStore
+	for _, d := range []string{"FTP", "JWT", "NDMP", "SNMP", "SSO", "SIQ", "RICE", "SRS"} {
+		o := openStoreAt(t, filepath.Join(dir, d+".db"))
+		put(t, o, "x", "K", "v")
+		others = append(others, o)
+	}
+	poll := func() { // what a cluster status reads of each store
+		for _, o := range others {
+			if _, err := o.Count(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := o.Keys(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	same := func(dst []byte, _ string, sealed []byte) ([]byte, error) { return append(dst, sealed...), nil }
+	most := 0
+	var after int64
+	for batch := 0; ; batch++ {
+		if batch%5 == 0 {
+			poll()
+		}
+		n, next, err := s.RewrapRange(ctx, "A", "B", after, 200, same)
+		if err != nil {
+			t.Fatal(err)
+		}
+		used, err := s.WriterCacheBytes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		most = max(most, used)
+		if n == 0 {
+			break
+		}
+		after = next
+	}
+	// The cache counts each page with its header: 2x the budget is room
+	// for those and for what the batch itself took from the others.
+	if most > 2*cacheKiB<<10 {
+		t.Errorf("the rewrap's page cache grew to %d KiB; its budget is %d KiB", most>>10, cacheKiB)
+	}
+}
+
 // nameError keeps the name reseal was given, as an EntryError does.
 type nameError struct{ name string }
 
