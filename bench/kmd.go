@@ -327,7 +327,7 @@ func startLoadgen(sock, domain string, n int, o loadOptions) (*loadgen, error) {
 		return nil, err
 	}
 	cmd := exec.Command(self, "loadgen", "-socket", sock, "-domain", domain, "-n", strconv.Itoa(n),
-		"-get-rate", strconv.Itoa(o.getRate), "-put-rate", strconv.Itoa(o.putRate), "-workers", strconv.Itoa(o.workers))
+		"-get-rate", strconv.Itoa(o.getRate), "-put-rate", strconv.Itoa(o.putRate), "-workers", strconv.Itoa(o.workers), "-warmup", o.warmup.String())
 	cmd.Env = cleanEnv()
 	in, err := cmd.StdinPipe()
 	if err != nil {

@@ -63,6 +63,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.load.getRate, "get-rate", 1000, "online load: entries-API GETs per second")
 	fs.IntVar(&o.load.putRate, "put-rate", 100, "online load: entries-API PUTs per second")
 	fs.IntVar(&o.load.workers, "workers", 8, "online load: concurrent requests per operation at most")
+	fs.DurationVar(&o.load.warmup, "warmup", time.Second, "online load: how long the load runs before each window, not measured")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -89,8 +90,8 @@ func parseFlags(args []string) (options, error) {
 	if o.runs < 1 {
 		return o, errors.New("-runs: want at least 1")
 	}
-	if o.load.getRate < 1 || o.load.putRate < 0 || o.load.workers < 1 {
-		return o, errors.New("-get-rate and -workers must be >= 1, -put-rate >= 0")
+	if o.load.getRate < 1 || o.load.putRate < 0 || o.load.workers < 1 || o.load.warmup < 0 {
+		return o, errors.New("-get-rate and -workers must be >= 1, -put-rate and -warmup >= 0")
 	}
 	o.minWindow = 2 * time.Second
 	if o.quick {
@@ -106,8 +107,8 @@ func (o options) command() string {
 		ns[i] = strconv.Itoa(n)
 	}
 	c := fmt.Sprintf("go run ./bench -n %s -runs %d -out %s", strings.Join(ns, ","), o.runs, o.out)
-	if o.load != (loadOptions{getRate: 1000, putRate: 100, workers: 8}) {
-		c += fmt.Sprintf(" -get-rate %d -put-rate %d -workers %d", o.load.getRate, o.load.putRate, o.load.workers)
+	if o.load != (loadOptions{getRate: 1000, putRate: 100, workers: 8, warmup: time.Second}) {
+		c += fmt.Sprintf(" -get-rate %d -put-rate %d -workers %d -warmup %v", o.load.getRate, o.load.putRate, o.load.workers, o.load.warmup)
 	}
 	if o.domain != "S3" {
 		c += " -domain " + o.domain

@@ -329,8 +329,8 @@ func (rp *report) render() string {
 		"A rekey is timed from `kmctl cluster rekey start --domain %s --yes --wait` to its return, on a daemon that holds N entries of %d-byte values "+
 		"(imported with `kmctl entry import`, timed once per N, then kmd restarted); its peak RSS is VmHWM, reset before each rekey. "+
 		"Online: a separate process sends %d GET/s and %d PUT/s (open loop; latency from each request's release by the load generator's timer, waits for a free worker included; `from schedule` adds the timer's own lateness, `from send` leaves out the wait for a worker) over the unix socket, "+
-		"idle and during %d further rekeys of the largest N. See bench/README.md.\n\n",
-		rp.opts.domain, valueSize, rp.opts.load.getRate, rp.opts.load.putRate, rp.opts.runs)
+		"idle and during %d further rekeys of the largest N; each window begins after the load has run %v, unmeasured. See bench/README.md.\n\n",
+		rp.opts.domain, valueSize, rp.opts.load.getRate, rp.opts.load.putRate, rp.opts.runs, rp.opts.load.warmup)
 
 	var t table
 	t.row("Measurement", "N", "Median", "Min – max", "Runs", "Rate")
