@@ -130,7 +130,7 @@ func (s *SQLiteStore) RewrapRange(ctx context.Context, from, to string, after in
 	// left behind, and kmd would grow for as long as the rekey ran. A 1M
 	// rekey polled by kmctl --wait held 13 MiB more at its end than at its
 	// start. The rewrap reads each page once, so the cache it loses cost
-	// nothing measurable.
+	// nothing measurable; the pages go back to the slots (pagecache.go).
 	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL; PRAGMA shrink_memory`); err != nil {
 		return 0, after, fmt.Errorf("rewrap: %w", err)
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/kmd-project/kmd/domains"
 	"github.com/kmd-project/kmd/logs"
 	"github.com/kmd-project/kmd/metrics"
+	"github.com/kmd-project/kmd/provider"
 )
 
 var version = "dev"
@@ -179,6 +180,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	lg.Info("kmd started", zap.String("version", version), zap.String("data_dir", cfg.DataDir),
 		zap.String("socket", cfg.Socket), zap.String("socket_group", cfg.SocketGroup), zap.String("listen", listen),
 		zap.Int(logs.Node, cfg.NodeID), zap.Duration("retry_interval", cfg.RetryInterval), zap.Int("procs", runtime.GOMAXPROCS(0)))
+	if err := provider.PageCacheError(); err != nil {
+		lg.Warn("SQLite pages are allocated one by one: GETs may wait longer during a rekey", zap.Error(err))
+	}
 
 	select {
 	case <-ctx.Done():
