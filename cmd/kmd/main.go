@@ -38,6 +38,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	setProcs(os.Getenv)
+	setGC(os.Getenv)
 	os.Exit(exitCode(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr), os.Stderr))
 }
 
@@ -179,7 +180,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	lg.Info("kmd started", zap.String("version", version), zap.String("data_dir", cfg.DataDir),
 		zap.String("socket", cfg.Socket), zap.String("socket_group", cfg.SocketGroup), zap.String("listen", listen),
-		zap.Int(logs.Node, cfg.NodeID), zap.Duration("retry_interval", cfg.RetryInterval), zap.Int("procs", runtime.GOMAXPROCS(0)))
+		zap.Int(logs.Node, cfg.NodeID), zap.Duration("retry_interval", cfg.RetryInterval), zap.Int("procs", runtime.GOMAXPROCS(0)), zap.Int("gogc", gcPercentNow()))
 	if err := provider.PageCacheError(); err != nil {
 		lg.Warn("SQLite pages are allocated one by one: GETs may wait longer during a rekey", zap.Error(err))
 	}

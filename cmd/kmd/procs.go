@@ -2,6 +2,7 @@ package main
 
 import (
 	"runtime"
+	"runtime/debug"
 	"strconv"
 )
 
@@ -30,4 +31,31 @@ func setProcs(getenv func(string) string) int {
 	n := runtime.GOMAXPROCS(0) + spareProcs
 	runtime.GOMAXPROCS(n)
 	return n
+}
+
+// gcPercent is kmd's GOGC: a collection once the heap has grown by four
+// times what the last one left live. kmd's live heap is a few MiB, and an
+// import or a rekey allocates some 600 bytes per entry, so with Go's
+// default of 100 a collection ran every 4 MiB of allocation: some 150 of
+// them for an import of 1M entries, on the CPUs its inserts need.
+// Alternating fresh imports of 1M, 2-3 runs each: 5.8-6.4 s at 100,
+// 5.3-5.7 s at 200, 5.0-5.6 s at 400. The price is memory: a 1M rekey's
+// peak RSS went from 36 to 49 MiB.
+const gcPercent = 400
+
+// setGC sets the GC percent to gcPercent, unless the environment set
+// GOGC, which is left as it is.
+func setGC(getenv func(string) string) int {
+	if getenv("GOGC") != "" {
+		return gcPercentNow()
+	}
+	debug.SetGCPercent(gcPercent)
+	return gcPercent
+}
+
+// gcPercentNow returns the GC percent in force (GOGC=off reads as -1).
+func gcPercentNow() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"runtime"
+	"runtime/debug"
 	"testing"
 )
 
@@ -24,5 +25,26 @@ func TestSetProcs(t *testing.T) {
 		if got := setProcs(env(v)); got != def+spareProcs || runtime.GOMAXPROCS(0) != def+spareProcs {
 			t.Fatalf("GOMAXPROCS=%q: setProcs made it %d (runtime %d), want %d", v, got, runtime.GOMAXPROCS(0), def+spareProcs)
 		}
+	}
+}
+
+func TestSetGC(t *testing.T) {
+	def := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(def) })
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "GOGC" {
+				return v
+			}
+			return ""
+		}
+	}
+	debug.SetGCPercent(150) // as GOGC=150 would have
+	if got := setGC(env("150")); got != 150 || debug.SetGCPercent(150) != 150 {
+		t.Fatalf("GOGC=150 in the environment: setGC made it %d, want it left at 150", got)
+	}
+	debug.SetGCPercent(100)
+	if got := setGC(env("")); got != gcPercent || debug.SetGCPercent(100) != gcPercent {
+		t.Fatalf("no GOGC: setGC made it %d, want %d", got, gcPercent)
 	}
 }
