@@ -166,3 +166,45 @@ func TestSchedule_PendingWithoutRekeyResumes(t *testing.T) {
 		t.Errorf("cluster schedule %+v, want succeeded", got)
 	}
 }
+
+// TestSchedule_PendingWhoseRekeyEndedIsNotRerun: kmd was killed after a
+// domain's rekey of a whole-scope rekey ended (its new MK current, the old
+// destroyed) and before the schedule recorded that end. At the next start
+// that domain is counted, not rekeyed again; a domain still under the MK
+// it had when the scope's rekey began is rekeyed.
+func TestSchedule_PendingWhoseRekeyEndedIsNotRerun(t *testing.T) {
+	e := newEnv(t)
+	r := e.open()
+	before := keyIDs(t, r)
+	if _, err := r.StartRekey(logs.ScopeCluster, []string{"CELOG"}); err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, r, "CELOG")
+	rekeyed := keyIDs(t, r)["CELOG"]
+	r.Close()
+	// The schedule as the crash left it: the scope's rekey began when CELOG
+	// and JWT had their old MKs; CELOG's rekey ended, unrecorded here.
+	s := map[string]any{logs.ScopeCluster: map[string]any{
+		"rotation": "1W", "rekey_time": t0.Add(-time.Hour).Format(time.RFC3339),
+		"last_result": rekey.ResultInProgress, "pending": []string{"CELOG", "JWT"},
+		"pending_from": map[string]string{"CELOG": before["CELOG"], "JWT": before["JWT"]},
+	}}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "schedule.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r2 := e.open()
+	r2.Tick(e.clock.Now())
+	if st := waitDone(t, r2, "JWT"); st.Status != domains.StatusActive || st.KeyID == before["JWT"] {
+		t.Fatalf("JWT, pending under its old MK, was not rekeyed: %+v", st)
+	}
+	if got := waitSchedule(t, r2, logs.ScopeCluster); got.LastResult != rekey.ResultSucceeded || len(got.PendingFrom) != 0 {
+		t.Errorf("cluster schedule %+v, want succeeded", got)
+	}
+	if st := status(t, r2, "CELOG"); st.KeyID != rekeyed || st.Status != domains.StatusActive {
+		t.Errorf("BUG: CELOG, whose rekey had ended (MK %s), was rekeyed again after the restart: %+v", rekeyed, st)
+	}
+}

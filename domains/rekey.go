@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"time"
@@ -213,6 +214,12 @@ func (r *Registry) markPending(scope string, domains []string) error {
 	s := r.schedule(scope)
 	old := *s
 	s.Pending = slices.Clone(domains)
+	s.PendingFrom = map[string]string{}
+	for _, name := range domains {
+		if d := r.byName[name]; d != nil && d.openErr == nil {
+			s.PendingFrom[name] = d.Vault.Current()
+		}
+	}
 	s.LastResult = rekey.ResultInProgress
 	if err := r.saveSchedulesLocked(); err != nil {
 		*s = old
@@ -223,10 +230,12 @@ func (r *Registry) markPending(scope string, domains []string) error {
 
 // startPending starts a rekey of every domain of the scope's whole-scope
 // rekey that has none: one that could not be opened when it began, or
-// whose start a crash cut off.
+// whose start a crash cut off. A domain whose rekey ended before a crash
+// cut off the recording of its end is counted, not rekeyed again.
 func (r *Registry) startPending(scope string) {
 	r.mu.Lock()
-	pending := slices.Clone(r.schedule(scope).Pending)
+	s := r.schedule(scope)
+	pending, from := slices.Clone(s.Pending), maps.Clone(s.PendingFrom)
 	r.mu.Unlock()
 	for _, name := range pending {
 		d, ok := r.byName[name]
@@ -236,9 +245,27 @@ func (r *Registry) startPending(scope string) {
 		if st := d.engine.Status(); st.Running || st.Pending() {
 			continue
 		}
+		if mk := from[name]; mk != "" && d.Vault.Current() != mk {
+			r.endedBeforeStop(scope, name)
+			continue
+		}
 		if err := d.engine.Start(r.currentLocation(d)); err != nil && !errors.Is(err, rekey.ErrInProgress) {
 			r.lg.Error("start scheduled rekey", zap.String(logs.Domain, name), zap.Error(err))
 		}
+	}
+}
+
+// endedBeforeStop records the end of domain's rekey in scope's schedule:
+// the rekey ended, but kmd stopped before its end was recorded there.
+func (r *Registry) endedBeforeStop(scope, domain string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lg.Info("rekey ended before kmd stopped; counted for the scope", zap.String(logs.Domain, domain))
+	if r.schedule(scope).Finish(domain, nil, r.cfg.Clock.Now().UTC()) {
+		r.lg.Info("scope rekey completed, rotation clock reset", zap.String(logs.Scope, scope))
+	}
+	if err := r.saveSchedulesLocked(); err != nil {
+		r.lg.Error("save schedule", zap.Error(err))
 	}
 }
 
@@ -273,7 +300,7 @@ func (r *Registry) Schedule(scope string) (rekey.ScopeSchedule, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := *r.schedule(scope)
-	s.Pending = slices.Clone(s.Pending)
+	s.Pending, s.PendingFrom = slices.Clone(s.Pending), maps.Clone(s.PendingFrom)
 	return s, nil
 }
 

@@ -30,6 +30,11 @@ type ScopeSchedule struct {
 	RekeyTime  time.Time `json:"rekey_time"`
 	LastResult string    `json:"last_result"`
 	Pending    []string  `json:"pending,omitempty"`
+	// PendingFrom is the MK each pending domain had when the whole-scope
+	// rekey began. A domain whose MK is another, with no rekey under way,
+	// had its rekey end before kmd stopped and before that end was
+	// recorded here: it is not rekeyed again.
+	PendingFrom map[string]string `json:"pending_from,omitempty"`
 }
 
 // Next returns when the scope's next rekey is due; zero for Never.
@@ -63,10 +68,11 @@ func (s *ScopeSchedule) Finish(domain string, err error, now time.Time) bool {
 		return false
 	}
 	s.Pending = append(s.Pending[:i:i], s.Pending[i+1:]...)
+	delete(s.PendingFrom, domain)
 	if len(s.Pending) > 0 {
 		return false
 	}
-	s.Pending = nil
+	s.Pending, s.PendingFrom = nil, nil
 	s.LastResult = ResultSucceeded
 	s.RekeyTime = now
 	return true
