@@ -2,6 +2,7 @@ package domains_test
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -136,17 +137,7 @@ func TestSchedule_PendingWithoutRekeyResumes(t *testing.T) {
 	r := e.open()
 	before := keyIDs(t, r)
 	r.Close()
-	s := map[string]any{logs.ScopeCluster: map[string]any{
-		"rotation": "1W", "rekey_time": t0.Add(-time.Hour).Format(time.RFC3339),
-		"last_result": rekey.ResultInProgress, "pending": []string{"CELOG", "JWT"},
-	}}
-	b, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(e.dir, "schedule.json"), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeClusterSchedule(t, e, map[string]any{"pending": []string{"CELOG", "JWT"}})
 	r2 := e.open()
 	if got, _ := r2.Schedule(logs.ScopeCluster); !slices.Equal(got.Pending, []string{"CELOG", "JWT"}) {
 		t.Fatalf("schedule as loaded: %+v", got)
@@ -184,18 +175,8 @@ func TestSchedule_PendingWhoseRekeyEndedIsNotRerun(t *testing.T) {
 	r.Close()
 	// The schedule as the crash left it: the scope's rekey began when CELOG
 	// and JWT had their old MKs; CELOG's rekey ended, unrecorded here.
-	s := map[string]any{logs.ScopeCluster: map[string]any{
-		"rotation": "1W", "rekey_time": t0.Add(-time.Hour).Format(time.RFC3339),
-		"last_result": rekey.ResultInProgress, "pending": []string{"CELOG", "JWT"},
-		"pending_from": map[string]string{"CELOG": before["CELOG"], "JWT": before["JWT"]},
-	}}
-	b, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(e.dir, "schedule.json"), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeClusterSchedule(t, e, map[string]any{"pending": []string{"CELOG", "JWT"},
+		"pending_from": map[string]string{"CELOG": before["CELOG"], "JWT": before["JWT"]}})
 	r2 := e.open()
 	r2.Tick(e.clock.Now())
 	if st := waitDone(t, r2, "JWT"); st.Status != domains.StatusActive || st.KeyID == before["JWT"] {
@@ -206,5 +187,22 @@ func TestSchedule_PendingWhoseRekeyEndedIsNotRerun(t *testing.T) {
 	}
 	if st := status(t, r2, "CELOG"); st.KeyID != rekeyed || st.Status != domains.StatusActive {
 		t.Errorf("BUG: CELOG, whose rekey had ended (MK %s), was rekeyed again after the restart: %+v", rekeyed, st)
+	}
+}
+
+// writeClusterSchedule writes schedule.json as a crash during a weekly
+// whole-scope rekey of the cluster would leave it: in progress, with
+// fields (the pending domains) on top.
+func writeClusterSchedule(t *testing.T, e *env, fields map[string]any) {
+	t.Helper()
+	cluster := map[string]any{"rotation": "1W", "rekey_time": t0.Add(-time.Hour).Format(time.RFC3339),
+		"last_result": rekey.ResultInProgress}
+	maps.Copy(cluster, fields)
+	b, err := json.Marshal(map[string]any{logs.ScopeCluster: cluster})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "schedule.json"), b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -9,14 +9,7 @@ import (
 func TestSetProcs(t *testing.T) {
 	def := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(def) })
-	env := func(v string) func(string) string {
-		return func(k string) string {
-			if k == "GOMAXPROCS" {
-				return v
-			}
-			return ""
-		}
-	}
+	env := func(v string) func(string) string { return envWith("GOMAXPROCS", v) }
 	if got := setProcs(env("3")); got != def || runtime.GOMAXPROCS(0) != def {
 		t.Fatalf("GOMAXPROCS=3 in the environment: setProcs made it %d (runtime %d), want it left at %d", got, runtime.GOMAXPROCS(0), def)
 	}
@@ -31,14 +24,7 @@ func TestSetProcs(t *testing.T) {
 func TestSetGC(t *testing.T) {
 	def := debug.SetGCPercent(100)
 	t.Cleanup(func() { debug.SetGCPercent(def) })
-	env := func(v string) func(string) string {
-		return func(k string) string {
-			if k == "GOGC" {
-				return v
-			}
-			return ""
-		}
-	}
+	env := func(v string) func(string) string { return envWith("GOGC", v) }
 	debug.SetGCPercent(150) // as GOGC=150 would have
 	if got := setGC(env("150")); got != 150 || debug.SetGCPercent(150) != 150 {
 		t.Fatalf("GOGC=150 in the environment: setGC made it %d, want it left at 150", got)
@@ -46,5 +32,15 @@ func TestSetGC(t *testing.T) {
 	debug.SetGCPercent(100)
 	if got := setGC(env("")); got != gcPercent || debug.SetGCPercent(100) != gcPercent {
 		t.Fatalf("no GOGC: setGC made it %d, want %d", got, gcPercent)
+	}
+}
+
+// envWith is a getenv whose environment holds key=v alone.
+func envWith(key, v string) func(string) string {
+	return func(k string) string {
+		if k == key {
+			return v
+		}
+		return ""
 	}
 }
