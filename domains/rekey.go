@@ -245,7 +245,12 @@ func (r *Registry) startPending(scope string) {
 		if st := d.engine.Status(); st.Running || st.Pending() {
 			continue
 		}
-		if mk := from[name]; mk != "" && d.Vault.Current() != mk {
+		// A migration changes the MK too: a domain with a rekey queued
+		// behind its migration still has that rekey to run.
+		r.queueMu.Lock()
+		queued := r.queued[name]
+		r.queueMu.Unlock()
+		if mk := from[name]; mk != "" && d.Vault.Current() != mk && !queued {
 			r.endedBeforeStop(scope, name)
 			continue
 		}
