@@ -3,6 +3,7 @@ package main
 import (
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 )
 
@@ -53,9 +54,10 @@ func setGC(getenv func(string) string) int {
 	return gcPercent
 }
 
-// gcPercentNow returns the GC percent in force (GOGC=off reads as -1).
+// gcPercentNow returns the GC percent in force, read without changing it
+// (GOGC=off reads as -1).
 func gcPercentNow() int {
-	p := debug.SetGCPercent(100)
-	debug.SetGCPercent(p)
-	return p
+	m := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(m)
+	return int(m[0].Value.Uint64())
 }
