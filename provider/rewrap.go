@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"modernc.org/sqlite"
 )
@@ -30,7 +31,7 @@ import (
 type Reseal func(dst []byte, name string, sealed []byte) ([]byte, error)
 
 // yieldEvery is how many rows a rekey loop handles between yields of its
-// CPU: some 20-50 µs of work.
+// CPU: some 20-50 µs of work (yield.go).
 const yieldEvery = 32
 
 // rewrapJobs are the running RewrapRange statements, by the number they
@@ -44,6 +45,7 @@ var rewrapJobs struct {
 
 type rewrapJob struct {
 	reseal Reseal
+	pace   *pacer // the store's
 	out    []byte
 	err    error // the first error of reseal, as it returned it
 	rows   int
@@ -74,8 +76,10 @@ func init() {
 func (j *rewrapJob) row(name string, sealed []byte) ([]byte, error) {
 	if j.rows++; j.rows%yieldEvery == 0 {
 		// Let a service request waiting for a CPU run now, not at the
-		// next preemption 10 ms on.
+		// next preemption: one waiting for a P, then one waiting for
+		// this thread's CPU.
 		runtime.Gosched()
+		j.pace.step(time.Now, yieldCPU)
 	}
 	out, err := j.reseal(j.out[:0], strings.Clone(name), sealed) // an error may keep the name
 	if err != nil {
@@ -86,11 +90,11 @@ func (j *rewrapJob) row(name string, sealed []byte) ([]byte, error) {
 	return out, nil
 }
 
-func startRewrap(reseal Reseal) (int64, *rewrapJob) {
+func startRewrap(reseal Reseal, pace *pacer) (int64, *rewrapJob) {
 	rewrapJobs.Lock()
 	defer rewrapJobs.Unlock()
 	rewrapJobs.last++
-	j := &rewrapJob{reseal: reseal}
+	j := &rewrapJob{reseal: reseal, pace: pace}
 	rewrapJobs.m[rewrapJobs.last] = j
 	return rewrapJobs.last, j
 }
@@ -165,7 +169,7 @@ func (s *SQLiteStore) RewrapRange(ctx context.Context, from, to string, after in
 	if !ok { // no row was ever sealed under from
 		return 0, upto, nil
 	}
-	job, j := startRewrap(reseal)
+	job, j := startRewrap(reseal, &s.pace)
 	defer endRewrap(job)
 	res, err := tx.ExecContext(ctx, `UPDATE entries SET mk = ?1, ct = kmd_reseal(?2, name, ct) WHERE id > ?3 AND id <= ?4 AND mk = ?5`, toNum, job, after, upto, fromNum)
 	if j.err != nil {

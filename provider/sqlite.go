@@ -29,6 +29,8 @@ type SQLiteStore struct {
 
 	// ckpt copies the WAL back into the file as writes commit (rewrap.go).
 	ckpt checkpointer
+	// pace yields a rewrap's CPU (yield.go); used on the writer only.
+	pace pacer
 
 	// Rows name their MK by a small number (the mks table); the mapping
 	// never changes once made, so it is cached both ways.
