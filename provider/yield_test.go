@@ -6,22 +6,34 @@ import (
 	"time"
 )
 
+// fakeNode is a clock on which each yield takes cost.
+type fakeNode struct {
+	clock  time.Time
+	cost   time.Duration
+	yields int
+}
+
+func newFakeNode(cost time.Duration) *fakeNode {
+	return &fakeNode{clock: time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC), cost: cost}
+}
+
+func (n *fakeNode) now() time.Time { return n.clock }
+
+func (n *fakeNode) yield() {
+	n.clock = n.clock.Add(n.cost)
+	n.yields++
+}
+
 // fakeRun steps a pacer steps times on a clock that advances work between
 // steps and cost per yield, and returns the time worked and yielded.
 func fakeRun(p *pacer, steps int, work, cost time.Duration) (worked, yielded time.Duration, yields int) {
-	clock := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
-	now := func() time.Time { return clock }
-	yield := func() {
-		clock = clock.Add(cost)
-		yielded += cost
-		yields++
-	}
+	n := newFakeNode(cost)
 	for range steps {
-		clock = clock.Add(work)
+		n.clock = n.clock.Add(work)
 		worked += work
-		p.step(now, yield)
+		p.step(n.now, n.yield)
 	}
-	return worked, yielded, yields
+	return worked, time.Duration(n.yields) * cost, n.yields
 }
 
 // On a node with CPU to spare a yield returns at once, and the rewrap
@@ -53,18 +65,15 @@ func TestPacer_BoundsTheTimeYieldedOnABusyNode(t *testing.T) {
 // run of yields on a busy node.
 func TestPacer_APauseIsNotWork(t *testing.T) {
 	var p pacer
-	clock := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
-	now := func() time.Time { return clock }
-	yields := 0
-	yield := func() { clock = clock.Add(3 * time.Millisecond); yields++ }
-	p.step(now, yield)
-	clock = clock.Add(time.Hour)
+	n := newFakeNode(3 * time.Millisecond)
+	p.step(n.now, n.yield)
+	n.clock = n.clock.Add(time.Hour)
 	for range 10 {
-		clock = clock.Add(40 * time.Microsecond)
-		p.step(now, yield)
+		n.clock = n.clock.Add(40 * time.Microsecond)
+		p.step(n.now, n.yield)
 	}
-	if yields > 2 {
-		t.Errorf("%d slow yields in 10 steps after an hour's pause; want at most 2", yields)
+	if n.yields > 2 {
+		t.Errorf("%d slow yields in 10 steps after an hour's pause; want at most 2", n.yields)
 	}
 }
 
